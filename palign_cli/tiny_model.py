@@ -92,7 +92,8 @@ def build_tiny_model(
         head_dim=64,
         max_position_embeddings=max_positions,
         rope_theta=10000.0,
-        tie_word_embeddings=True,
+        # Untied: with tied random weights the model predicts its last input token forever.
+        tie_word_embeddings=False,  # tied random weights repeat the last input token forever
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
@@ -100,9 +101,6 @@ def build_tiny_model(
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
-    # Larger-than-default init so the random model's distributions are not all flat.
-    with torch.no_grad():
-        model.model.embed_tokens.weight.normal_(0.0, 0.5)
     model.generation_config = GenerationConfig(
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,

