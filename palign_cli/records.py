@@ -347,6 +347,8 @@ class StageIO:
     ):
         if input != STDIO and output != STDIO and Path(input).resolve() == Path(output).resolve():
             raise UsageError(f"-i and -o are the same file ({input}); write to another file")
+        if input != STDIO and not Path(input).is_file():
+            raise UsageError(f"{input}: no such file")
         self.input, self.output = input, output
         self.id_field = id_field
         self.required, self.optional = required or {}, optional or {}
@@ -393,6 +395,26 @@ class StageIO:
                 self.skipped += 1
                 continue
             yield rec
+
+    def batches(self, size: int) -> Iterator[list[Record]]:
+        """Pending records in batches of `size`.
+
+        When a bad record stops the run, the good records read before it are still yielded
+        (and so processed and written) before the error is raised.
+        """
+        batch: list[Record] = []
+        try:
+            for rec in self.pending():
+                batch.append(rec)
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+        except InputError:
+            if batch:
+                yield batch
+            raise
+        if batch:
+            yield batch
 
     def write(self, records: Iterable[Mapping[str, Any]]) -> None:
         self.sink.write(records)

@@ -215,7 +215,8 @@ class HFBackend(Backend):
         tokens = len(out)
         if out and out[-1] in self.stop_ids:
             out = out[:-1]
-        text = self.tokenizer.decode(out, skip_special_tokens=True)
+        # A sample cut mid-character ends in U+FFFD; vLLM's detokenizer holds such bytes back.
+        text = self.tokenizer.decode(out, skip_special_tokens=True).rstrip("\ufffd")
         for s in params.stop:
             if s in text:
                 text = text[: text.index(s)]

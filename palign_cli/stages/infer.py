@@ -7,7 +7,7 @@ from typing import Any
 
 from palign_cli.backends.base import Backend, Prompt, SamplingParams
 from palign_cli.prompts import SOLVE_PROMPT, solve_prompt
-from palign_cli.records import Record, StageIO, batched
+from palign_cli.records import Record, StageIO
 from palign_cli.reporting import NullReporter, ProgressSink
 from palign_cli.seeding import record_seed
 
@@ -66,7 +66,7 @@ def run_infer(
 ) -> InferStats:
     reporter = reporter or NullReporter()
     stats = InferStats()
-    for batch in batched(io.pending(), batch_size):
+    for batch in io.batches(batch_size):
         results = backend.generate(
             [build_prompt(rec.fields["question"], cfg) for rec in batch],
             [cfg.sampling(rec.id) for rec in batch],
