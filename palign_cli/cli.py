@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable
 
 import typer
 
@@ -20,7 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 
 
@@ -59,9 +59,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     version: Annotated[
-        Optional[bool],
+        bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
-    ] = None,
+    ] = False,
 ) -> None:
     """P-ALIGN reasoning distillation."""
 
