@@ -76,6 +76,18 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
             stream.close()
 
 
+def iter_items(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
+    """(position, raw JSONL line or decoded row) from any supported source (see sources.py)."""
+    from palign_cli import sources
+
+    kind = sources.kind_of(path)
+    if kind == "jsonl" or path == STDIO:
+        return iter_lines(path)
+    if not sources.is_hf_spec(path) and not Path(path).is_file():
+        raise UsageError(f"{path}: no such file")
+    return sources.READERS[kind](path)
+
+
 def parse_line(path: str, lineno: int, raw: bytes) -> dict[str, Any]:
     """Parse one JSONL line into an object, or raise an InputError that says why not."""
     try:
@@ -155,9 +167,10 @@ def read_records(
     """
     required = required or {}
     optional = optional or {}
-    for lineno, raw in iter_lines(path):
+    for lineno, item in iter_items(path):
+        raw = item if isinstance(item, bytes) else orjson.dumps(item, default=str)
         try:
-            obj = parse_line(path, lineno, raw)
+            obj = parse_line(path, lineno, item) if isinstance(item, bytes) else item
             fields = {role: resolve_field(obj, names, path, lineno) for role, names in required.items()}
             for role, names in optional.items():
                 fields[role] = next((obj[n] for n in names if obj.get(n) is not None), None)
@@ -175,8 +188,12 @@ def read_records(
 
 def count_lines(path: str) -> int | None:
     """Number of lines in a file (for progress totals); None for stdin."""
-    if path == STDIO:
+    from palign_cli import sources
+
+    if path == STDIO or sources.is_hf_spec(path):
         return None
+    if sources.kind_of(path) != "jsonl":
+        return sources.count_rows(path)
     n = 0
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -185,7 +202,8 @@ def count_lines(path: str) -> int | None:
 
 
 def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+    # default=str: rows from Parquet or datasets may hold values JSON has no type for.
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY, default=str) + b"\n"
 
 
 def meta_path(output: str) -> Path:
@@ -345,9 +363,10 @@ class StageIO:
         shard: Shard | None = None,
         skip_invalid: bool = False,
     ):
-        if input != STDIO and output != STDIO and Path(input).resolve() == Path(output).resolve():
+        local = input != STDIO and not input.startswith("hf:")
+        if local and output != STDIO and Path(input).resolve() == Path(output).resolve():
             raise UsageError(f"-i and -o are the same file ({input}); write to another file")
-        if input != STDIO and not Path(input).is_file():
+        if local and not Path(input).is_file():
             raise UsageError(f"{input}: no such file")
         self.input, self.output = input, output
         self.id_field = id_field
