@@ -10,7 +10,7 @@ export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install lf test lint bench demo clean
+.PHONY: install lf browser test lint bench demo clean
 
 install: $(VENV)/.installed
 
@@ -31,9 +31,13 @@ $(LF_VENV)/.installed: scripts/install-llamafactory.sh
 	bash scripts/install-llamafactory.sh $(LF_VENV)
 	touch $@
 
+# palign report's test renders the page in headless Chromium (Debian's package).
+browser:
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
 # PALIGN_REQUIRE_REAL=1: a test of a real component (vLLM, vllm serve, llamafactory-cli) fails
 # instead of skipping when that component is missing.
-test: install lf
+test: install lf browser
 	PALIGN_REQUIRE_REAL=1 PALIGN_LLAMAFACTORY_CLI=$(abspath $(LF_VENV))/bin/llamafactory-cli \
 		$(BIN)/pytest -q -p no:cacheprovider
 

@@ -67,9 +67,9 @@ def root(
 
 
 def _register() -> None:
-    from palign_cli.commands import align, eval, infer, run, tiny, train, truncate
+    from palign_cli.commands import align, eval, infer, report, run, tiny, train, truncate
 
-    for module in (truncate, align, train, infer, eval, run, tiny):
+    for module in (truncate, align, train, infer, eval, run, report, tiny):
         app.command(module.NAME, help=module.command.__doc__)(guarded(module.command))
 
 

@@ -1,0 +1,31 @@
+"""`palign report`: a self-contained HTML page about a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+NAME = "report"
+
+
+def command(
+    run_dir: Annotated[str, typer.Argument(help="A `palign run` directory.")],
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="HTML file [default: RUN_DIR/report.html].")] = None,
+) -> None:
+    """Write one HTML page with the run's plots embedded: prefix ratios, judge calls,
+    sufficiency curves, verified share, training loss and pass@k."""
+    from palign_cli import console
+    from palign_cli.errors import BackendUnavailable, UsageError
+
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"{run_dir}: not a directory")
+    try:
+        from palign_cli.report import build_report
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise BackendUnavailable("palign report needs matplotlib: pip install 'palign[report]'") from None
+    out = Path(output or Path(run_dir) / "report.html")
+    out.write_text(build_report(run_dir), encoding="utf-8")
+    console.info(f"report written to {out}")
