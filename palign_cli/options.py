@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -32,7 +32,7 @@ Overwrite = Annotated[
     typer.Option("--overwrite", help="Start fresh instead of resuming an existing output.", rich_help_panel=IO_PANEL),
 ]
 ShardOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--shard", metavar="I/N", help="Process only shard I of N (split by id); outputs concatenate.", rich_help_panel=IO_PANEL),
 ]
 SkipInvalid = Annotated[
@@ -43,15 +43,15 @@ IdField = Annotated[
     str, typer.Option("--id-field", help="Field holding the record id.", rich_help_panel=IO_PANEL)
 ]
 QuestionField = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--question-field", help="Question field [default: question|problem].", rich_help_panel=IO_PANEL),
 ]
 AnswerField = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--answer-field", help="Gold answer field [default: answer|gold].", rich_help_panel=IO_PANEL),
 ]
 CotField = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--cot-field", help="Teacher CoT field [default: long_cot|Long-CoT].", rich_help_panel=IO_PANEL),
 ]
 BatchSize = Annotated[
@@ -71,7 +71,7 @@ Dtype = Annotated[
     str, typer.Option("--dtype", help="auto, float32, bfloat16, float16.", rich_help_panel=ENGINE_PANEL)
 ]
 MaxModelLen = Annotated[
-    Optional[int],
+    int | None,
     typer.Option("--max-model-len", help="Context length cap (vLLM's name).", rich_help_panel=ENGINE_PANEL),
 ]
 TensorParallel = Annotated[
@@ -83,7 +83,7 @@ GpuMemory = Annotated[
     typer.Option("--gpu-memory-utilization", help="vLLM's share of GPU memory.", rich_help_panel=ENGINE_PANEL),
 ]
 BaseUrl = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--base-url", envvar="OPENAI_BASE_URL", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.", rich_help_panel=ENGINE_PANEL),
 ]
 MaxConcurrency = Annotated[
@@ -111,6 +111,6 @@ Seed = Annotated[
     int, typer.Option("--seed", help="Base seed; each record's seed derives from it and the id.", rich_help_panel=SAMPLING_PANEL)
 ]
 EnableThinking = Annotated[
-    Optional[bool],
+    bool | None,
     typer.Option("--enable-thinking/--disable-thinking", help="Passed to chat templates that know it (Qwen3).", rich_help_panel=SAMPLING_PANEL),
 ]

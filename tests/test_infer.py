@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import data_file
 from typer.testing import CliRunner
 
-from conftest import data_file
 from palign_cli.cli import app
 from palign_cli.prompts import solve_prompt
 from palign_cli.records import StageIO

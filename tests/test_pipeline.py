@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, require_real
 from typer.testing import CliRunner
 
-from conftest import ROOT, require_real
 from palign_cli.cli import app
 from palign_cli.errors import UsageError
 from palign_cli.pipeline import flags, load_pipeline, plan, select

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from palign_cli.backends.base import Backend, BackendOptions, Prompt, Sample, SamplingParams, per_prompt_params
+from palign_cli.backends.base import (
+    Backend,
+    BackendOptions,
+    Prompt,
+    Sample,
+    SamplingParams,
+    per_prompt_params,
+)
 from palign_cli.backends.template import ChatRenderer
 from palign_cli.errors import BackendUnavailable
 

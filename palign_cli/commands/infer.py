@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,7 +25,7 @@ def command(
     seed: o.Seed = 0,
     enable_thinking: o.EnableThinking = None,
     prompt_template: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--prompt-template", help="File with the user prompt; {question} is filled in. Default: the training prompt."),
     ] = None,
     question_field: o.QuestionField = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,7 @@ NAME = "report"
 
 def command(
     run_dir: Annotated[str, typer.Argument(help="A `palign run` directory.")],
-    output: Annotated[Optional[str], typer.Option("-o", "--output", help="HTML file [default: RUN_DIR/report.html].")] = None,
+    output: Annotated[str | None, typer.Option("-o", "--output", help="HTML file [default: RUN_DIR/report.html].")] = None,
 ) -> None:
     """Write one HTML page with the run's plots embedded: prefix ratios, judge calls,
     sufficiency curves, verified share, training loss and pass@k."""
@@ -22,8 +22,9 @@ def command(
     if not Path(run_dir).is_dir():
         raise UsageError(f"{run_dir}: not a directory")
     try:
-        from palign_cli.report import build_report
         import matplotlib  # noqa: F401
+
+        from palign_cli.report import build_report
     except ImportError:
         raise BackendUnavailable("palign report needs matplotlib: pip install 'palign[report]'") from None
     out = Path(output or Path(run_dir) / "report.html")

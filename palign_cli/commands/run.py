@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,8 +11,8 @@ NAME = "run"
 
 def command(
     pipeline: Annotated[str, typer.Argument(help="Pipeline YAML (see configs/demo.yaml).")],
-    start: Annotated[Optional[str], typer.Option("--from", help="First stage to run: truncate, align, train, infer or eval.")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="Last stage to run.")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="First stage to run: truncate, align, train, infer or eval.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Last stage to run.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Run stages even if done earlier with the same options.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the stage commands and exit.")] = False,
 ) -> None:
