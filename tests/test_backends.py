@@ -14,7 +14,7 @@ PROMPTS = [
     Prompt.user(judge_prompt("Compute 3.14 * 2.", "First, 3.14 times 2 is 6.28.")),
     Prompt.user("hello " * 200, enable_thinking=False),
 ]
-GREEDY = SamplingParams(temperature=0.0, max_tokens=24)
+GREEDY = SamplingParams(n=2, temperature=0.0, max_tokens=24)
 
 
 def test_hf_greedy_is_deterministic_and_batch_independent(hf_engine):
@@ -38,6 +38,7 @@ def test_hf_and_vllm_greedy_text_match(hf_engine, vllm_engine):
     assert [s[0].text for s in a] == [s[0].text for s in b]
     assert [s[0].finish_reason for s in a] == [s[0].finish_reason for s in b]
     assert [s[0].tokens for s in a] == [s[0].tokens for s in b]
+    assert all(len(x) == 2 and x[0].text == x[1].text for x in a + b)  # n>1 greedy: n equal samples
 
 
 def test_vllm_n_samples_have_finish_reasons(vllm_engine):

@@ -54,8 +54,10 @@ class VLLMBackend(Backend):
         return self.max_len
 
     def _params(self, p: SamplingParams, **extra):
+        # vLLM refuses n>1 with greedy sampling; greedy samples are identical, so ask once and
+        # copy (see generate).
         return self.vllm.SamplingParams(
-            n=p.n,
+            n=1 if p.temperature <= 0 else p.n,
             temperature=p.temperature,
             top_p=p.top_p,
             top_k=p.top_k if p.top_k and p.top_k > 0 else 0,
@@ -79,11 +81,13 @@ class VLLMBackend(Backend):
             sparams.append(self._params(p if left >= p.max_tokens else _capped(p, max(left, 1))))
         outputs = self.llm.generate(inputs, sampling_params=sparams, use_tqdm=False)
         results = []
-        for out, left in zip(outputs, room):
+        for out, left, p in zip(outputs, room, plist):
             samples = []
             for c in out.outputs:
                 reason = "length" if left <= 0 else ("stop" if c.finish_reason == "stop" else "length")
                 samples.append(Sample(text=c.text if left > 0 else "", finish_reason=reason, tokens=len(c.token_ids) if left > 0 else 0))
+            if len(samples) < p.n:  # greedy: asked once
+                samples = [Sample(samples[0].text, samples[0].finish_reason, samples[0].tokens) for _ in range(p.n)]
             results.append(samples)
         return results
 
