@@ -1,0 +1,327 @@
+"""Grade sampled completions against gold answers and summarize each input file (step 5).
+
+Reads `palign infer` output (`outputs`, `finish_reasons`, `output_tokens`) and the
+reference's files (`output` as a list of strings); adds per record `labels`, `preds`,
+`grade_status`, `pass_at` and `source_file` (the input it came from).
+
+Several inputs share one output, so resume is keyed by (source file, id): two files of the
+same benchmark from two models carry the same ids and must not skip each other. The list of
+inputs is part of the resume fingerprint, which keeps that simple: a rerun with the same
+inputs resumes, a different list is refused. The summary is computed by re-reading the whole
+graded output (streaming), so records graded by an earlier, interrupted run count too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Any
+
+import orjson
+
+from palign_cli.errors import InputError
+from palign_cli.grading import Grade, Grader, possible_false_negative
+from palign_cli.metrics import FileSummary, RecordStats, average, record_pass_at
+from palign_cli.records import (
+    STDIO,
+    Record,
+    Shard,
+    StageIO,
+    count_lines,
+    display_name,
+    dumps,
+    field_names,
+)
+from palign_cli.reporting import NullReporter, ProgressSink
+
+SOURCE_FIELD = "source_file"
+OUTPUT_NAMES = ("outputs", "output")
+FINISH_FIELD = "finish_reasons"
+TOKENS_FIELD = "output_tokens"
+
+
+def source_name(path: str) -> str:
+    """How an input is named in records, the summary and the fingerprint (`./a` == `a`)."""
+    return STDIO if path == STDIO else os.path.normpath(path)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything that changes the grades: it is the resume fingerprint (workers are not)."""
+
+    inputs: tuple[str, ...]
+    ks: tuple[int, ...] | None = None  # None: 1 and each record's n
+    timeout: float = 5.0
+    answer_field: str | None = None
+    outputs_field: str | None = None
+
+    def answer_names(self) -> tuple[str, ...]:
+        return field_names("answer", self.answer_field)
+
+    def output_names(self) -> tuple[str, ...]:
+        return (self.outputs_field,) if self.outputs_field else OUTPUT_NAMES
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "inputs": [source_name(p) for p in self.inputs],
+            "k": list(self.ks) if self.ks else "1,n",
+            "timeout": self.timeout,
+            "answer_field": self.answer_field,
+            "outputs_field": self.outputs_field,
+            "grader": f"math-verify {version('math-verify')}; gold $..$ first; pred boxed first",
+        }
+
+
+@dataclass
+class EvalReport:
+    rows: list[dict[str, Any]]  # one summary per input file, in input order
+    average: dict[str, Any]
+    graded: int = 0  # records graded in this run
+    samples: int = 0
+    skipped: int = 0  # already in the output
+    rejected: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Item:
+    rec: Record
+    gold: str
+    texts: list[str]
+    finish: list[str] | None = None
+    tokens: list[int] | None = None
+    grades: list[Grade] = field(default_factory=list)
+
+
+# --- reading one record ------------------------------------------------------------------------
+
+
+def gold_text(value: Any, path: str, line: int | None, name: str) -> str:
+    """The gold answer as text; numbers are accepted (AMC golds are often floats like 27.0)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InputError(path, line, f"must be a string or a number, not {type(value).__name__}", field=name)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def sample_texts(value: Any, path: str, line: int | None, name: str) -> list[str]:
+    """The completions: a list of strings (a lone string is one sample)."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise InputError(path, line, f"must be a list of strings, not {type(value).__name__}", field=name)
+    for i, text in enumerate(value):
+        if not isinstance(text, str):
+            raise InputError(path, line, f"entry {i} is {type(text).__name__}, not a string", field=name)
+    return value
+
+
+def _per_sample(obj: Mapping[str, Any], name: str, n: int, kind: type, path: str, line: int | None) -> list[Any] | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != n:
+        raise InputError(path, line, f"must be a list with one entry per sample ({n})", field=name)
+    if not all(v is None or (isinstance(v, kind) and not isinstance(v, bool)) for v in value):
+        raise InputError(path, line, f"entries must be {kind.__name__}s (or null)", field=name)
+    return value
+
+
+def _first(obj: Mapping[str, Any], names: Sequence[str]) -> tuple[str, Any]:
+    for name in names:
+        if obj.get(name) is not None:
+            return name, obj[name]
+    return "|".join(names), None
+
+
+def prepare(rec: Record, path: str, cfg: EvalConfig) -> _Item:
+    """Check one input record's types (StageIO already checked presence)."""
+    where = display_name(path)
+    answer_name, _ = _first(rec.data, cfg.answer_names())
+    outputs_name, _ = _first(rec.data, cfg.output_names())
+    gold = gold_text(rec.fields["answer"], where, rec.line, answer_name)
+    texts = sample_texts(rec.fields["outputs"], where, rec.line, outputs_name)
+    finish = _per_sample(rec.data, FINISH_FIELD, len(texts), str, where, rec.line)
+    tokens = _per_sample(rec.data, TOKENS_FIELD, len(texts), int, where, rec.line)
+    return _Item(rec, gold, texts, finish, tokens)
+
+
+# --- grading -------------------------------------------------------------------------------------
+
+
+def grade_items(items: list[_Item], grader: Grader) -> None:
+    """Grade all samples of a batch of records in one pool call (keeps every worker busy)."""
+    grades = grader.grade([(item.gold, text) for item in items for text in item.texts])
+    at = 0
+    for item in items:
+        item.grades = grades[at : at + len(item.texts)]
+        at += len(item.texts)
+
+
+def graded_record(item: _Item, source: str, ks: Sequence[int] | None) -> dict[str, Any]:
+    labels = [g.label for g in item.grades]
+    return {
+        **item.rec.data,
+        SOURCE_FIELD: source,
+        "labels": labels,
+        "preds": [g.pred for g in item.grades],
+        "grade_status": [g.status for g in item.grades],
+        "pass_at": record_pass_at(len(labels), sum(labels), ks),
+    }
+
+
+def record_stats(gold: str, texts: Sequence[str], grades: Sequence[Grade], finish: Sequence[str] | None, tokens: Sequence[int] | None) -> RecordStats:
+    statuses = [g.status for g in grades]
+    return RecordStats(
+        n=len(grades),
+        correct=sum(g.label for g in grades),
+        timeouts=statuses.count("timeout"),
+        errors=statuses.count("error"),
+        no_answer=statuses.count("no_answer"),
+        possible_false_negatives=sum(possible_false_negative(gold, t, g) for t, g in zip(texts, grades)),
+        bad_gold=bool(grades) and all(s == "bad_gold" for s in statuses),
+        truncated=None if finish is None else sum(r == "length" for r in finish),
+        tokens=None if tokens is None or None in tokens else sum(tokens),
+    )
+
+
+def stats_of_graded(obj: Mapping[str, Any], cfg: EvalConfig) -> RecordStats:
+    """Summary contribution of a record as written to the graded output (for re-reading it)."""
+    path = "graded output"
+    _, answer = _first(obj, cfg.answer_names())
+    _, outputs = _first(obj, cfg.output_names())
+    texts = sample_texts(outputs, path, None, "outputs")
+    grades = [Grade(label, pred, status) for label, pred, status in zip(obj["labels"], obj["preds"], obj["grade_status"])]
+    return record_stats(gold_text(answer, path, None, "answer"), texts, grades, obj.get(FINISH_FIELD), obj.get(TOKENS_FIELD))
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def run_eval(
+    cfg: EvalConfig,
+    output: str,
+    grader: Grader,
+    *,
+    id_field: str = "id",
+    overwrite: bool = False,
+    shard: Shard | None = None,
+    skip_invalid: bool = False,
+    batch_size: int = 512,
+    reporter: ProgressSink | None = None,
+) -> EvalReport:
+    """Grade every input file into `output`, then summarize per file.
+
+    `batch_size` is in samples: that many are graded per pool call and flushed together.
+    """
+    reporter = reporter or NullReporter()
+    started = time.monotonic()
+    sources = [source_name(p) for p in cfg.inputs]
+    live = {src: FileSummary(src) for src in sources}  # used when the output is stdout
+    report = EvalReport(rows=[], average={})
+    reporter.start(_total(cfg.inputs))
+    try:
+        done: dict[str, set[str]] | None = None
+        for j, (path, src) in enumerate(zip(cfg.inputs, sources)):
+            io = StageIO(
+                path, output, stage="eval", config=cfg.fingerprint(),
+                required={"answer": cfg.answer_names(), "outputs": cfg.output_names()},
+                id_field=id_field, overwrite=overwrite and j == 0, shard=shard, skip_invalid=skip_invalid,
+            )
+            with io:
+                if done is None:  # after the first open: it has cut any torn last line
+                    done = _done_by_source(output, id_field)
+                io.sink.done = done.get(src, set())  # resume per (source, id), not per id
+                for items in _batches(io, path, cfg, batch_size):
+                    grade_items(items, grader)
+                    io.write(graded_record(item, src, cfg.ks) for item in items)
+                    for item in items:
+                        live[src].add(record_stats(item.gold, item.texts, item.grades, item.finish, item.tokens))
+                    report.graded += len(items)
+                    report.samples += sum(len(item.texts) for item in items)
+                    reporter.advance(len(items), rate=f"{report.samples / max(time.monotonic() - started, 1e-9):.0f} samples/s")
+                reporter.advance(io.skipped + io.rejected)
+                report.skipped += io.skipped
+                report.rejected += io.rejected
+    finally:
+        reporter.stop()
+    summaries = live if output == STDIO else summarize(output, cfg, sources)
+    labels = row_labels(sources)
+    report.rows = [{"file": src, **summaries[src].result(cfg.ks), "name": labels[src]} for src in sources]
+    report.average = average(report.rows)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def row_labels(sources: Sequence[str]) -> dict[str, str]:
+    """Table row names: the file's stem (`aime24`), or its path where stems collide."""
+    stems = {src: ("<stdin>" if src == STDIO else os.path.splitext(os.path.basename(src))[0]) for src in sources}
+    return {src: stem if list(stems.values()).count(stem) == 1 else src for src, stem in stems.items()}
+
+
+def _total(inputs: Sequence[str]) -> int | None:
+    counts = [count_lines(p) for p in inputs]
+    return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
+
+
+def _batches(io: StageIO, path: str, cfg: EvalConfig, batch_size: int) -> Iterator[list[_Item]]:
+    """Checked records in batches of about `batch_size` samples.
+
+    A bad record is set aside under --skip-invalid; otherwise the records read before it are
+    still graded and written before the error stops the run.
+    """
+    batch: list[_Item] = []
+    samples = 0
+    try:
+        for rec in io.pending():
+            try:
+                item = prepare(rec, path, cfg)
+            except InputError as err:
+                if io.rejects is None:
+                    raise
+                io.rejects(err, dumps(rec.data))
+                continue
+            batch.append(item)
+            samples += len(item.texts)
+            if samples >= batch_size:
+                yield batch
+                batch, samples = [], 0
+    except InputError:
+        if batch:
+            yield batch
+        raise
+    if batch:
+        yield batch
+
+
+def _graded_lines(output: str) -> Iterator[dict[str, Any]]:
+    with open(output, "rb") as f:
+        for raw in f:
+            if raw.strip():
+                obj = orjson.loads(raw)
+                if isinstance(obj, dict) and "labels" in obj:
+                    yield obj
+
+
+def _done_by_source(output: str, id_field: str) -> dict[str, set[str]]:
+    if output == STDIO or not os.path.exists(output):
+        return {}
+    done: dict[str, set[str]] = {}
+    for obj in _graded_lines(output):
+        if obj.get(id_field) is not None:
+            done.setdefault(str(obj.get(SOURCE_FIELD)), set()).add(str(obj[id_field]))
+    return done
+
+
+def summarize(output: str, cfg: EvalConfig, sources: Sequence[str]) -> dict[str, FileSummary]:
+    """Per-source summaries from the graded output file, streamed (covers resumed records)."""
+    summaries = {src: FileSummary(src) for src in sources}
+    for obj in _graded_lines(output):
+        summary = summaries.get(str(obj.get(SOURCE_FIELD)))
+        if summary is not None:
+            summary.add(stats_of_graded(obj, cfg))
+    return summaries
