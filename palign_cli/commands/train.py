@@ -1,12 +1,118 @@
-"""`palign train`."""
+"""`palign train`: write LLaMA-Factory's files for the aligned data, then run llamafactory-cli."""
 
 from __future__ import annotations
 
-from palign_cli.errors import UsageError
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from palign_cli import options as o
 
 NAME = "train"
+LF_PANEL = "LLaMA-Factory"
 
 
-def command() -> None:
-    """Not implemented yet."""
-    raise UsageError("palign train is not implemented yet")
+class FinetuningType(str, Enum):
+    lora = "lora"
+    full = "full"
+
+
+def command(
+    input: o.Input,
+    model: o.Model,
+    run_dir: Annotated[
+        Path, typer.Option("--run-dir", help="Run directory: data, train.yaml, LoRA adapter (ckpt/), the trained student (model/).", rich_help_panel=o.IO_PANEL)
+    ],
+    finetuning_type: Annotated[
+        FinetuningType | None, typer.Option("--finetuning-type", help="lora (the paper's) or full. [default: lora]", rich_help_panel=LF_PANEL)
+    ] = None,
+    template: Annotated[
+        str | None, typer.Option("--template", help="LLaMA-Factory chat template name. Default: parse the student's own chat template, the one `palign infer` uses.", rich_help_panel=LF_PANEL)
+    ] = None,
+    cutoff_len: Annotated[
+        int | None, typer.Option("--cutoff-len", min=1, help="Max tokens per row; longer rows are dropped and counted. [default: 16384]", rich_help_panel=LF_PANEL)
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override any train.yaml key (YAML-typed value); repeatable.", rich_help_panel=LF_PANEL)
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Base LLaMA-Factory YAML instead of configs/llamafactory_{lora,full}.yaml.", rich_help_panel=LF_PANEL)
+    ] = None,
+    deepspeed: Annotated[
+        Path | None, typer.Option("--deepspeed", metavar="CONFIG", help="DeepSpeed JSON config; runs through torchrun (FORCE_TORCHRUN=1).", rich_help_panel=LF_PANEL)
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge/--no-merge", help="LoRA: merge the adapter into RUN/model, a plain model every backend loads.", rich_help_panel=LF_PANEL)
+    ] = True,
+    llamafactory_cli: Annotated[
+        str | None, typer.Option("--llamafactory-cli", help="The llamafactory-cli to run [default: $PALIGN_LLAMAFACTORY_CLI, else PATH].", rich_help_panel=LF_PANEL)
+    ] = None,
+    include_unchecked: Annotated[
+        bool, typer.Option("--include-unchecked", help="Also train on records `palign align --no-verify` left unchecked (verified: null).", rich_help_panel=o.IO_PANEL)
+    ] = False,
+    question_field: o.QuestionField = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete RUN's checkpoints and train from scratch instead of resuming.", rich_help_panel=o.IO_PANEL)
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Write and check the files, print the commands on stdout, run nothing.")
+    ] = False,
+) -> None:
+    """Fine-tune the student on the verified targets with LLaMA-Factory.
+
+    Writes RUN/sft.jsonl (alpaca form; the instruction is exactly the prompt `palign infer`
+    sends), dataset_info.json and train.yaml (the paper's LoRA settings, every path absolute),
+    then runs `llamafactory-cli train train.yaml` in RUN and exits with its status; a LoRA
+    adapter is then merged, so the student is always RUN/model. Rows longer than cutoff_len
+    are dropped and counted, never cut. A rerun on the same RUN resumes from the last
+    checkpoint, or says the run is done. Multi-GPU and multi-node: FORCE_TORCHRUN, NNODES,
+    NODE_RANK, MASTER_ADDR, MASTER_PORT pass through to llamafactory-cli from the environment;
+    --deepspeed sets FORCE_TORCHRUN=1.
+    """
+    import shlex
+
+    from palign_cli import console, llamafactory
+    from palign_cli.stages.train import (
+        TrainRequest,
+        child_env,
+        commands,
+        describe,
+        execute,
+        prepare,
+    )
+
+    cli = llamafactory.find_cli(llamafactory_cli) if dry_run else llamafactory.require_cli(llamafactory_cli)
+    req = TrainRequest(
+        input=input, model=model, run_dir=run_dir,
+        finetuning_type=finetuning_type.value if finetuning_type else None,
+        config_file=str(config) if config else None, template=template, cutoff_len=cutoff_len,
+        deepspeed=str(deepspeed) if deepspeed else None, overrides=tuple(set_ or ()),
+        question_field=question_field, include_unchecked=include_unchecked, merge=merge,
+        overwrite=overwrite, dry_run=dry_run,
+    )
+    plan = prepare(req, cli)
+    stats = plan.stats
+    mean = stats.total_tokens / max(stats.used, 1)
+    console.info(f"train: {describe(stats, plan.config['cutoff_len'])}; longest {stats.max_tokens} tokens, mean {mean:.0f}")
+    console.info(f"train: wrote {plan.paths.train_yaml}" + (f"; resuming from {plan.resume_from.name}" if plan.resume_from else ""))
+    distributed = {k: v for k, v in child_env(plan).items() if k in llamafactory.DISTRIBUTED_ENV}
+    if distributed:
+        console.info("train: " + " ".join(f"{k}={v}" for k, v in distributed.items()))
+    todo = commands(plan, cli or Path("llamafactory-cli"))
+    if not todo:
+        console.info(f"train: {plan.paths.run_dir} is already trained; student model: {plan.model_dir}")
+        return
+    if dry_run:
+        if cli is None:
+            console.warn(f"llamafactory-cli not found; {llamafactory.INSTALL_HINT}")
+        env = "".join(f"{k}={shlex.quote(v)} " for k, v in plan.env_added.items())
+        for argv in todo:
+            typer.echo(f"cd {shlex.quote(str(plan.paths.run_dir))} && {env}{shlex.join(argv)}")
+        return
+    rc = execute(plan, cli)
+    if rc != 0:
+        console.err.print(f"error: llamafactory-cli exited with status {rc}; log: {plan.paths.log}", style="red", markup=False)
+        raise typer.Exit(rc)
+    console.info(f"train: done; student model: {plan.model_dir}  (palign infer --model {shlex.quote(str(plan.model_dir))})")

@@ -1,0 +1,193 @@
+"""Align: the student continues from its own sufficient prefix; verified continuations become SFT targets.
+
+For each truncated record the student samples `n` continuations of the prefix, either asked in
+a user turn to continue the draft (the paper's prompt) or with the prefix already written at
+the start of its own reply (prefill). Each continuation's final answer is graded against the
+gold with the same grader `palign eval` uses; the first verified one becomes the target
+`<Begin_of_Prefix>{prefix}<End_of_Prefix>\\n{continuation}`. A sample cut by the token limit
+is never verified, even when a boxed answer appears in it: its reasoning did not finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from palign_cli.backends.base import Backend, Prompt, Sample, SamplingParams
+from palign_cli.prompts import ALIGN_PROMPT, SOLVE_PROMPT, align_prompt, sft_target, solve_prompt
+from palign_cli.records import Record, StageIO
+from palign_cli.reporting import NullReporter, ProgressSink
+from palign_cli.seeding import record_seed
+
+MODES = ("prompt", "prefill")
+
+
+class GraderLike(Protocol):
+    def grade(self, pairs: Sequence[tuple[str, str]]) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Everything that changes the samples or the targets: it is the resume fingerprint."""
+
+    model: str
+    backend: str
+    mode: str = "prompt"
+    n: int = 4
+    temperature: float = 0.6
+    top_p: float = 0.9
+    top_k: int = -1
+    repetition_penalty: float = 1.05
+    max_tokens: int = 32768
+    seed: int = 0
+    markers: str = "prefix"
+    verify: bool = True
+    prompt_template: str | None = None  # None: the mode's own (ALIGN_PROMPT, or SOLVE_PROMPT)
+    enable_thinking: bool | None = None
+    grade_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.prompt_template is None:
+            object.__setattr__(self, "prompt_template", default_template(self.mode))
+
+    def fingerprint(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def sampling(self, rid: str, max_tokens: int) -> SamplingParams:
+        return SamplingParams(
+            n=self.n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            repetition_penalty=self.repetition_penalty,
+            max_tokens=max_tokens,
+            seed=record_seed(self.seed, rid),
+        )
+
+
+def default_template(mode: str) -> str:
+    return ALIGN_PROMPT if mode == "prompt" else SOLVE_PROMPT
+
+
+def template_placeholders(mode: str) -> tuple[str, ...]:
+    return ("{question}", "{prefix}") if mode == "prompt" else ("{question}",)
+
+
+def build_prompt(question: str, prefix: str, cfg: AlignConfig) -> Prompt:
+    """prompt: the reference's user turn holding question and draft. prefill: the training
+    prompt as the user turn, and the assistant's reply already begun with the prefix."""
+    if cfg.mode == "prefill":
+        return Prompt.user(solve_prompt(question, cfg.prompt_template), prefill=prefix, enable_thinking=cfg.enable_thinking)
+    return Prompt.user(align_prompt(question, prefix, cfg.prompt_template), enable_thinking=cfg.enable_thinking)
+
+
+@dataclass
+class AlignStats:
+    problems: int = 0
+    verified: int = 0
+    unchecked: int = 0
+    samples: int = 0
+    cut_by_length: int = 0
+    grade_timeouts: int = 0
+    no_room: int = 0
+    target_chars: int = 0
+
+    @property
+    def verified_share(self) -> float:
+        return self.verified / self.problems if self.problems else 0.0
+
+    @property
+    def mean_target_chars(self) -> float:
+        with_target = self.verified + self.unchecked
+        return self.target_chars / with_target if with_target else 0.0
+
+
+def token_room(backend: Backend, prompts: Sequence[Prompt], max_tokens: int) -> list[int]:
+    """max_tokens capped by what is left of the context after each prompt.
+
+    Engines cap on their own too, but only the caller can keep a 32k request from being
+    planned as 32k (hf sizes its batches by it). Engines that cannot count (a remote server)
+    get the request as is and cap on their side.
+    """
+    limit = backend.context_length()
+    renderer = getattr(backend, "renderer", None)
+    if not limit or renderer is None:
+        return [max_tokens] * len(prompts)
+    return [min(max_tokens, limit - len(renderer.encode_prompt(p))) for p in prompts]
+
+
+def choose(samples: list[dict[str, Any]], verify: bool) -> dict[str, Any] | None:
+    """The first verified sample; without verification, the first that finished."""
+    if verify:
+        return next((s for s in samples if s["verified"]), None)
+    return next((s for s in samples if s["finish_reason"] != "length"), None)
+
+
+def grade_samples(
+    grader: GraderLike | None, golds: Sequence[str | None], results: Sequence[Sequence[Sample]]
+) -> list[list[dict[str, Any]]]:
+    """Per record, its samples as output dicts; graded in one pool call for the whole batch."""
+    out = [[{"text": s.text, "finish_reason": s.finish_reason, "pred": None, "verified": None} for s in samples] for samples in results]
+    if grader is None:
+        return out
+    pairs, where = [], []
+    for i, (gold, samples) in enumerate(zip(golds, results)):
+        for j, s in enumerate(samples):
+            pairs.append((str(gold), s.text))
+            where.append((i, j))
+    for (i, j), grade in zip(where, grader.grade(pairs)):
+        sample = out[i][j]
+        sample["pred"] = grade.pred
+        sample["verified"] = bool(grade.label == 1 and sample["finish_reason"] != "length")
+        sample["grade_status"] = grade.status
+    return out
+
+
+def run_align(
+    io: StageIO,
+    backend: Backend,
+    cfg: AlignConfig,
+    grader: GraderLike | None,
+    *,
+    batch_size: int = 16,
+    reporter: ProgressSink | None = None,
+) -> AlignStats:
+    """Sample, grade and write one batch of records at a time (each batch is flushed)."""
+    if cfg.verify and grader is None:
+        raise ValueError("verification needs a grader")
+    reporter = reporter or NullReporter()
+    stats = AlignStats()
+    for batch in io.batches(batch_size):
+        prompts = [build_prompt(rec.fields["question"], rec.fields["prefix"], cfg) for rec in batch]
+        rooms = token_room(backend, prompts, cfg.max_tokens)
+        live = [i for i, room in enumerate(rooms) if room > 0]
+        generated = backend.generate([prompts[i] for i in live], [cfg.sampling(batch[i].id, rooms[i]) for i in live]) if live else []
+        results: list[list[Sample]] = [[] for _ in batch]
+        for i, samples in zip(live, generated):
+            results[i] = samples
+        golds = [rec.fields.get("answer") for rec in batch]
+        graded = grade_samples(grader if cfg.verify else None, golds, results)
+        io.write(_record(rec, samples, cfg, stats) for rec, samples in zip(batch, graded))
+        stats.no_room += len(batch) - len(live)
+        for samples in graded:
+            stats.samples += len(samples)
+            stats.cut_by_length += sum(s["finish_reason"] == "length" for s in samples)
+            stats.grade_timeouts += sum(s.get("grade_status") == "timeout" for s in samples)
+        reporter.advance(len(batch), rate=f"{stats.verified_share:.0%} verified")
+    return stats
+
+
+def _record(rec: Record, samples: list[dict[str, Any]], cfg: AlignConfig, stats: AlignStats) -> dict[str, Any]:
+    chosen = choose(samples, cfg.verify)
+    target = sft_target(rec.fields["prefix"], chosen["text"], cfg.markers) if chosen else None
+    # verified: true/false when graded; null when --no-verify (nothing was checked).
+    verified: bool | None = chosen is not None if cfg.verify else None
+    stats.problems += 1
+    stats.verified += verified is True
+    if target is not None:
+        stats.unchecked += verified is None
+        stats.target_chars += len(target)
+    return {**rec.data, "samples": samples, "verified": verified, "target": target}
