@@ -41,6 +41,14 @@ test: install lf browser
 	PALIGN_REQUIRE_REAL=1 PALIGN_LLAMAFACTORY_CLI=$(abspath $(LF_VENV))/bin/llamafactory-cli \
 		$(BIN)/pytest -q -p no:cacheprovider
 
+# The whole pipeline on the tiny random model and the bundled data (CPU, a few minutes).
+demo: install lf
+	$(BIN)/palign tiny-model runs/demo-model
+	PALIGN_LLAMAFACTORY_CLI=$(abspath $(LF_VENV))/bin/llamafactory-cli $(BIN)/palign run configs/demo.yaml
+	$(BIN)/palign report runs/demo
+	@echo "The tiny model is random: it scores 0 on every benchmark. The same pipeline with a real"
+	@echo "student on a GPU: configs/qwen7b.yaml. Report: runs/demo/report.html"
+
 lint: install
 	$(BIN)/ruff check palign_cli tests benchmarks
 

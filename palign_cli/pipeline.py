@@ -52,23 +52,28 @@ def load_pipeline(path: str) -> dict[str, Any]:
     for key in ("run_dir", "model", "data"):
         if key not in spec:
             raise UsageError(f"{path}: missing key '{key}'")
-    base = Path(path).resolve().parent
-    spec["run_dir"] = str((base / spec["run_dir"]).resolve())
+    base = Path(path).absolute().parent  # not resolve(): configs/ may be a symlink
+    spec["run_dir"] = _resolve(base, spec["run_dir"])
     data = spec["data"]
     if "cots" in data:
         data["cots"] = _resolve(base, data["cots"])
     data["benchmarks"] = {k: _resolve(base, v) for k, v in (data.get("benchmarks") or {}).items()}
-    if Path(_resolve(base, spec["model"])).exists():
+    # A path (./x, ../x, /x, ~/x) is relative to this file; anything else is a hub name.
+    if str(spec["model"]).startswith((".", "/", "~")) or Path(_resolve(base, spec["model"])).exists():
         spec["model"] = _resolve(base, spec["model"])
     return spec
 
 
 def _resolve(base: Path, value: str) -> str:
-    return value if value.startswith("hf:") else str((base / value).resolve())
+    return value if value.startswith("hf:") else os.path.normpath(base / os.path.expanduser(value))
 
 
 def flags(options: Mapping[str, Any] | None) -> list[str]:
-    """YAML keys to CLI flags: `max_tokens: 64` -> --max-tokens 64; true -> bare flag."""
+    """YAML keys to CLI flags: `max_tokens: 64` -> --max-tokens 64; true -> bare flag.
+
+    A false value writes nothing (the flag's default); to switch a default off use the flag's
+    negative name: `no_verify: true` -> --no-verify.
+    """
     out: list[str] = []
     for key, value in (options or {}).items():
         flag = "--" + str(key).replace("_", "-")

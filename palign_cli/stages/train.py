@@ -299,6 +299,9 @@ def select_rows(req: TrainRequest, stats: DatasetStats) -> Iterable[dict[str, st
             if not req.include_unchecked:
                 continue
         target = rec.fields.get("target")
+        if verified is None and target is None:
+            stats.unverified += 1  # --no-verify, and no sample finished: nothing to train on
+            continue
         if not isinstance(target, str) or not target.strip():
             raise InputError(display_name(path), rec.line, "is missing or empty in a verified record", field="target")
         row = sft_row(rec.fields["question"])
