@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import data_file
+from conftest import ROOT
 from typer.testing import CliRunner
 
 from palign_cli.cli import app
@@ -23,7 +23,7 @@ def lines(path) -> list[dict]:
 
 @pytest.fixture
 def aime(tmp_path) -> Path:
-    src = data_file("aime24.jsonl").read_text().splitlines()[:6]
+    src = (ROOT / "data" / "demo" / "aime24.jsonl").read_text().splitlines()[:6]
     p = tmp_path / "aime.jsonl"
     p.write_text("\n".join(src) + "\n")
     return p
@@ -67,7 +67,7 @@ def test_resumed_run_reproduces_the_same_samples(engine_name, request, aime, tmp
     for r in lines(whole):
         assert len(r["outputs"]) == 3 == len(r["finish_reasons"]) == len(r["output_tokens"])
         assert set(r["finish_reasons"]) <= {"stop", "length"}
-        assert r["answer"] and r["problem"]  # input fields pass through
+        assert r["answer"] and r["url"]  # input fields pass through
 
 
 def test_infer_cli_with_vllm(tiny_model, aime, tmp_path):
