@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from typer.testing import CliRunner
 
-from palign_cli.cli import app
 from palign_cli.prompts import solve_prompt
 from palign_cli.records import StageIO
 from palign_cli.stages.infer import InferConfig, build_prompt, run_infer
-
-runner = CliRunner()
 
 
 def lines(path) -> list[dict]:
@@ -76,9 +74,12 @@ def test_infer_cli_with_vllm(tiny_model, aime, tmp_path):
     if not vllm_available():
         require_real("vLLM", "not importable")
     out = tmp_path / "out.jsonl"
-    result = runner.invoke(app, ["infer", "-i", str(aime), "-o", str(out), "--model", tiny_model, "--backend", "vllm",
-                                 "--n", "2", "--max-tokens", "10", "--dtype", "float32", "--max-model-len", "4096"])
-    assert result.exit_code == 0, result.output
+    # A subprocess: a second in-process vLLM engine would tear down the session engine's
+    # global parallel state when it closes.
+    cmd = [sys.executable, "-m", "palign_cli", "infer", "-i", str(aime), "-o", str(out), "--model", tiny_model,
+           "--backend", "vllm", "--n", "2", "--max-tokens", "10", "--dtype", "float32", "--max-model-len", "4096"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
     recs = lines(out)
     assert [r["id"] for r in recs] == [json.loads(x)["id"] for x in aime.read_text().splitlines()]
     assert all(len(r["outputs"]) == 2 and all(t <= 10 for t in r["output_tokens"]) for r in recs)
