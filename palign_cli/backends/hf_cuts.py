@@ -64,6 +64,11 @@ class _Encoder:
     def ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def batch(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
     def with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
@@ -94,14 +99,25 @@ def plan_cuts(
     shared, offsets = enc.with_offsets(full)
     starts = [o[0] for o in offsets]
     clean = [t == 0 or offsets[t - 1][1] <= offsets[t][0] for t in range(len(offsets))]
+    ends = [len(before) + c for c in cuts]
+    # First try every cut at the smallest margin, in batched tokenizer calls (the Rust
+    # tokenizer runs a batch in parallel); a cut whose split is not stable retries alone.
+    splits = [_token_at(starts, clean, end - FIRST_MARGIN) for end in ends]
+    windows = [full[starts[s]:end] if s else full[:end] for s, end in zip(splits, ends, strict=True)]
+    tails = enc.batch([w + after for w in windows])
+    backs = [_token_at(starts, clean, starts[s] - 1) if s else 0 for s in splits]
+    wider = enc.batch([full[starts[b]:end] + after for b, end in zip(backs, ends, strict=True)])
+    for j, (s, b) in enumerate(zip(splits, backs, strict=True)):
+        if s and wider[j] != shared[b:s] + tails[j]:
+            splits[j], windows[j], tails[j] = _stable_split(enc, full, shared, starts, clean, ends[j], after, 2 * FIRST_MARGIN)
+    if any(not t for t in tails):
+        raise ValueError("a probe with no tokens of its own: empty text and prompt suffix")
+    with_reply = enc.batch([w + after + cand for w in windows for cand in candidates])
+    alone = enc.batch(list(candidates))
     planned = []
-    for c in cuts:
-        absolute = len(before) + c
-        split, window, tail = _stable_split(enc, full, shared, starts, clean, absolute, after)
-        if not tail:
-            raise ValueError("a probe with no tokens of its own: empty text and prompt suffix")
-        replies = [_reply_ids(enc, window + after, tail, cand) for cand in candidates]
-        planned.append(CutTokens(split, tail, replies))
+    for j, (s, tail) in enumerate(zip(splits, tails, strict=True)):
+        replies = [_reply_ids(with_reply[j * len(candidates) + c], tail, alone[c]) for c in range(len(candidates))]
+        planned.append(CutTokens(s, tail, replies))
     return CutPlan(shared, planned)
 
 
@@ -121,17 +137,17 @@ def _token_at(starts: list[int], clean: list[bool], pos: int) -> int:
 
 
 def _stable_split(
-    enc: _Encoder, full: str, shared: list[int], starts: list[int], clean: list[bool], cut: int, after: str
+    enc: _Encoder, full: str, shared: list[int], starts: list[int], clean: list[bool], cut: int, after: str,
+    margin: int = FIRST_MARGIN,
 ) -> tuple[int, str, list[int]]:
     """Where this probe's tokens part from the shared ones, the text re-tokenized, its tail.
 
     The text from a token start a few characters before the cut is re-tokenized with the
-    rest of the prompt. The split is accepted only when re-tokenizing from two tokens further
-    back reproduces the shared tokens in between and the same tail: then the pre-tokenizer
-    and BPE treat that start as a boundary. Otherwise the margin doubles, down to the whole
-    prompt (split 0), which is exact by definition.
+    rest of the prompt. The split is accepted only when re-tokenizing from the token before
+    it reproduces that shared token and the same tail: then the pre-tokenizer and BPE treat
+    that start as a boundary. Otherwise the margin doubles, down to the whole prompt (split
+    0), which is exact by definition.
     """
-    margin = FIRST_MARGIN
     while True:
         split = _token_at(starts, clean, cut - margin)
         if split == 0:
@@ -145,12 +161,12 @@ def _stable_split(
         margin *= 2
 
 
-def _reply_ids(enc: _Encoder, prompt_end: str, tail: list[int], candidate: str) -> list[int]:
-    """The candidate's tokens as `ChatRenderer.encode_with_reply` makes them, from the tail's text."""
-    full = enc.ids(prompt_end + candidate)
-    if full[: len(tail)] == tail:
-        return full[len(tail):]
-    return enc.ids(candidate)
+def _reply_ids(with_reply: list[int], tail: list[int], alone: list[int]) -> list[int]:
+    """The candidate's tokens as `ChatRenderer.encode_with_reply` makes them: in context (the
+    tail's text + the reply) when BPE kept the tail intact, else the reply on its own."""
+    if with_reply[: len(tail)] == tail:
+        return with_reply[len(tail):]
+    return alone
 
 
 def score_cuts_onepass(
