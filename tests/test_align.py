@@ -16,7 +16,7 @@ import pytest
 from conftest import data_file
 from typer.testing import CliRunner
 
-from palign_cli.backends.base import Backend, Prompt, Sample, SamplingParams
+from palign_cli.backends.base import Backend, Capabilities, Prompt, Sample, SamplingParams
 from palign_cli.cli import app
 from palign_cli.grading import Grader
 from palign_cli.prompts import align_prompt, sft_target, solve_prompt
@@ -52,7 +52,11 @@ class Scripted(Backend):
         self.script, self.context = script, context
         self.calls: list[tuple[Prompt, SamplingParams]] = []
         self.renderer = WordRenderer() if context else None
+        self.capabilities = Capabilities(count_tokens=context is not None)
         self.closed = False
+
+    def count_tokens(self, prompt: Prompt) -> int | None:
+        return len(self.renderer.encode_prompt(prompt)) if self.renderer else None
 
     def generate(self, prompts: Sequence[Prompt], params) -> list[list[Sample]]:
         params = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from palign_cli.backends.base import Backend, Prompt, Sample, SamplingParams
+from palign_cli.backends.base import Backend, Capabilities, Prompt, Sample, SamplingParams
 from palign_cli.errors import InputError, UsageError
 from palign_cli.records import Shard, StageIO
 from palign_cli.stages.search import (
@@ -255,6 +255,8 @@ def test_logprob_probes_per_round_where_the_engine_has_no_one_pass_curve(tmp_pat
 
 class OnePassJudge(ScriptedJudge):
     """An engine with its own score_cuts (as hf's one pass): the stage takes the whole curve."""
+
+    capabilities = Capabilities(curve_in_one_pass=True)
 
     def score_cuts(self, head, text, cuts, candidates):
         self.calls.append(("score_cuts", len(cuts)))

@@ -96,8 +96,21 @@ class BackendOptions:
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do beyond `generate` and `score`, declared in one place.
+
+    Stages ask this instead of probing attributes or comparing methods, so a new engine says
+    what it supports here and nowhere else.
+    """
+
+    count_tokens: bool = False  # count_tokens/count_text are exact (the engine renders prompts)
+    curve_in_one_pass: bool = False  # score_cuts reads the shared text once (not per cut)
+
+
 class Backend(ABC):
     name: str = "base"
+    capabilities: Capabilities = Capabilities()
 
     @abstractmethod
     def generate(
@@ -128,6 +141,14 @@ class Backend(ABC):
 
     def context_length(self) -> int | None:
         """Tokens the model can attend to, when known."""
+        return None
+
+    def count_tokens(self, prompt: Prompt) -> int | None:
+        """Tokens the engine reads for `prompt` (None where it cannot tell: a remote server)."""
+        return None
+
+    def count_text(self, text: str) -> int | None:
+        """Tokens of a bare text, such as a candidate reply (None where unknown)."""
         return None
 
     def close(self) -> None:

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from palign_cli.backends.base import (
     Backend,
     BackendOptions,
+    Capabilities,
     CutScores,
     Prompt,
     Sample,
     SamplingParams,
     per_prompt_params,
 )
-from palign_cli.backends.template import ChatRenderer
+from palign_cli.backends.template import ChatRenderer, RenderedTokens
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16", "half": "float16"}
@@ -49,8 +50,9 @@ def _resolve_dtype(torch, name: str, device: str):
     return getattr(torch, _DTYPES[name])
 
 
-class HFBackend(Backend):
+class HFBackend(RenderedTokens, Backend):
     name = "hf"
+    capabilities = Capabilities(count_tokens=True, curve_in_one_pass=True)
 
     def __init__(self, options: BackendOptions):
         import torch

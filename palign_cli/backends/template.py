@@ -58,3 +58,15 @@ class ChatRenderer:
         if self.tokenizer.eos_token_id is not None:
             ids.add(int(self.tokenizer.eos_token_id))
         return ids
+
+
+class RenderedTokens:
+    """Exact token counts for engines that render prompts themselves through a ChatRenderer."""
+
+    renderer: ChatRenderer
+
+    def count_tokens(self, prompt: Prompt) -> int | None:
+        return len(self.renderer.encode_prompt(prompt))
+
+    def count_text(self, text: str) -> int | None:
+        return len(self.renderer.encode(text))

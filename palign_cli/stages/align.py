@@ -113,10 +113,9 @@ def token_room(backend: Backend, prompts: Sequence[Prompt], max_tokens: int) -> 
     get the request as is and cap on their side.
     """
     limit = backend.context_length()
-    renderer = getattr(backend, "renderer", None)
-    if not limit or renderer is None:
+    if not limit or not backend.capabilities.count_tokens:
         return [max_tokens] * len(prompts)
-    return [min(max_tokens, limit - len(renderer.encode_prompt(p))) for p in prompts]
+    return [min(max_tokens, limit - (backend.count_tokens(p) or 0)) for p in prompts]
 
 
 def choose(samples: list[dict[str, Any]], verify: bool) -> dict[str, Any] | None:

@@ -122,11 +122,10 @@ TokenCounter = Callable[[Prompt], int]
 
 
 def token_counter(backend: Backend | None) -> TokenCounter | None:
-    """Counts a prompt's tokens with the engine's own renderer, where it has one (hf, vllm)."""
-    renderer = getattr(backend, "renderer", None)
-    if renderer is None:
+    """Counts a prompt's tokens the engine's own way, where it can (hf, vllm)."""
+    if backend is None or not backend.capabilities.count_tokens:
         return None
-    return lambda prompt: len(renderer.encode_prompt(prompt))
+    return backend.count_tokens  # type: ignore[return-value]
 
 
 def judge_prompt_for(question: str, reasoning: str, cfg: TruncateConfig) -> Prompt:
@@ -164,11 +163,10 @@ class ContextBound:
     def _reply_room(self, backend: Backend | None) -> int:
         if self.cfg.judge == "generate":
             return self.cfg.max_tokens
-        renderer = getattr(backend, "renderer", None)
-        if renderer is None:
+        if backend is None or not backend.capabilities.count_tokens:
             return 16
         # +1: an engine that scores by prompt logprobs still wants one token of room.
-        return max(len(renderer.encode(c)) for c in (ENOUGH, NOT_ENOUGH)) + 1
+        return max(backend.count_text(c) or 0 for c in (ENOUGH, NOT_ENOUGH)) + 1
 
     def fit(self, question: str, units: Units) -> int:
         if self.count is None or self.max_len is None:
@@ -284,8 +282,8 @@ class CurveJudge:
 
 
 def reads_curve_in_one_pass(backend: Backend) -> bool:
-    """Whether the engine overrides score_cuts (hf's one-pass curve) rather than probing each cut."""
-    return type(backend).score_cuts is not Backend.score_cuts
+    """Whether the engine's score_cuts reads the shared text once (hf) rather than per cut."""
+    return backend.capabilities.curve_in_one_pass
 
 
 def make_judge(backend: Backend | None, cfg: TruncateConfig, stats: TruncateStats):
