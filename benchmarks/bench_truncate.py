@@ -221,7 +221,7 @@ def run_stage(backend, recs: list[dict], name: str, **cfg) -> tuple[Row, list[di
     from palign_cli.records import StageIO
     from palign_cli.stages.truncate import TruncateConfig, run_truncate
 
-    config = TruncateConfig(model="bench", backend=getattr(backend, "name", "scripted"), **cfg)
+    config = TruncateConfig.make(model="bench", backend=getattr(backend, "name", "scripted"), **cfg)
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
         inp.write_text("".join(json.dumps({k: r[k] for k in ("id", "question", "long_cot")}) + "\n" for r in recs))
@@ -260,7 +260,7 @@ class CharShareJudge(Backend):
         assert len(needs) == 1, "a prefix too short to tell its CoT apart"
         return len(reasoning) >= needs[0]
 
-    def generate(self, prompts, params):
+    def _generate(self, prompts, params):
         return [[Sample("[ENOUGH]" if self._enough(p) else "[NOT_ENOUGH]", "stop", 3)] for p in prompts]
 
     def score(self, prompts, candidates):

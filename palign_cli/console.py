@@ -18,7 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: user text such as `infer:a:b` must not turn into an emoji (":a:").
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def info(message: str) -> None:
@@ -44,7 +45,7 @@ class Reporter:
         if not err.is_terminal:
             return
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", markup=False, style="bold"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn(self.unit),

@@ -16,6 +16,7 @@ import pytest
 from conftest import data_file
 from typer.testing import CliRunner
 
+from palign_cli import backends
 from palign_cli.backends.base import Backend, Capabilities, Prompt, Sample, SamplingParams
 from palign_cli.cli import app
 from palign_cli.grading import Grader
@@ -58,8 +59,7 @@ class Scripted(Backend):
     def count_tokens(self, prompt: Prompt) -> int | None:
         return len(self.renderer.encode_prompt(prompt)) if self.renderer else None
 
-    def generate(self, prompts: Sequence[Prompt], params) -> list[list[Sample]]:
-        params = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+    def _generate(self, prompts: Sequence[Prompt], params) -> list[list[Sample]]:
         out = []
         for prompt, p in zip(prompts, params):
             self.calls.append((prompt, p))
@@ -93,7 +93,7 @@ def grader():
 
 def align(tmp_path, records, script, *, grader=None, context=None, out="out.jsonl", **cfg):
     inp = write_jsonl(tmp_path / "in.jsonl", records)
-    config = AlignConfig(model="m", backend="scripted", **cfg)
+    config = AlignConfig.make(model="m", backend="scripted", **cfg)
     backend = Scripted(script, context)
     required = {"question": ("question",), "prefix": ("prefix",)}
     if config.verify:
@@ -203,22 +203,22 @@ def test_max_tokens_is_capped_by_the_context_left(tmp_path, grader):
 
 @pytest.fixture
 def scripted_engine(monkeypatch):
-    """`palign align` with the scripted engine behind --backend hf (for CLI-level checks)."""
+    """`palign align --backend scripted`: a scripted engine registered like any other (for
+    CLI-level checks through the real command)."""
     holder = {}
 
-    def build(name, options):
+    def build(options):
         holder["backend"] = Scripted(answers(("so \\boxed{10}", "stop"), ("so \\boxed{11}", "stop")))
         holder["options"] = options
         return holder["backend"]
 
-    import palign_cli.commands.common as common
-
-    monkeypatch.setattr(common, "build_backend", build)
-    return holder
+    backends.register(backends.Engine("scripted", build))
+    yield holder
+    backends.unregister("scripted")
 
 
 def cli_align(inp, out, *extra):
-    return runner.invoke(app, ["align", "--model", "m", "--backend", "hf", "-i", str(inp), "-o", str(out), "--grade-workers", "1", *extra])
+    return runner.invoke(app, ["align", "--model", "m", "--backend", "scripted", "-i", str(inp), "-o", str(out), "--grade-workers", "1", *extra])
 
 
 def test_command_summary_and_resume(tmp_path, scripted_engine):
@@ -296,7 +296,7 @@ def test_hf_align_over_real_truncated_cots(tiny_model, real_truncated, tmp_path,
 
 
 def test_vllm_align_over_real_truncated_cots(vllm_engine, real_truncated, tmp_path):
-    cfg = AlignConfig(model="tiny", backend="vllm", n=2, max_tokens=12, seed=3)
+    cfg = AlignConfig.make(model="tiny", backend="vllm", n=2, max_tokens=12, seed=3)
     out = tmp_path / "aligned.jsonl"
     required = {"question": ("question",), "prefix": ("prefix",), "answer": ("answer",)}
     with Grader(workers=1) as grader, StageIO(str(real_truncated), str(out), stage="align", config=cfg.fingerprint(), required=required) as io:

@@ -44,7 +44,7 @@ def run(engine, inp, out, cfg, limit=None):
         for _ in range(limit):
             batch = next(batches)
             results = engine.generate([build_prompt(r.fields["question"], cfg) for r in batch],
-                                      [cfg.sampling(r.id) for r in batch])
+                                      [cfg.request(r.id) for r in batch])
             io.write({**r.data, "outputs": [s.text for s in res], "finish_reasons": [s.finish_reason for s in res],
                       "output_tokens": [s.tokens for s in res]} for r, res in zip(batch, results))
 
@@ -52,7 +52,7 @@ def run(engine, inp, out, cfg, limit=None):
 @pytest.mark.parametrize("engine_name", ["hf_engine", "vllm_engine"])
 def test_resumed_run_reproduces_the_same_samples(engine_name, request, aime, tmp_path):
     engine = request.getfixturevalue(engine_name)
-    cfg = InferConfig(model="tiny", backend=engine.name, n=3, max_tokens=12, temperature=0.8, seed=11)
+    cfg = InferConfig.make(model="tiny", backend=engine.name, n=3, max_tokens=12, temperature=0.8, seed=11)
     whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
     run(engine, aime, whole, cfg)
     run(engine, aime, resumed, cfg, limit=1)

@@ -161,7 +161,7 @@ class ScriptedJudge(Backend):
         reasoning = text.split("Partial reasoning:", 1)[1]
         return len(re.findall(r"Step \d+\.", reasoning)) >= t
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams]):
+    def _generate(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]):
         self.calls.append(("generate", len(prompts)))
         return [[Sample("[ENOUGH]" if self.enough(p) else "[NOT_ENOUGH]", "stop", 3)] for p in prompts]
 
@@ -183,7 +183,7 @@ def run(tmp_path, specs, name="out", backend=None, max_active=8, **cfg) -> tuple
     write_problems(inp, specs)
     out = tmp_path / f"{name}.jsonl"
     backend = backend or ScriptedJudge()
-    config = TruncateConfig(model="scripted", backend="scripted", **cfg)
+    config = TruncateConfig.make(model="scripted", backend="scripted", **cfg)
     with StageIO(str(inp), str(out), stage="truncate", config=config.fingerprint(),
                  required={"question": ("question",), "cot": ("long_cot",)}, overwrite=True, shard=Shard()) as io:
         run_truncate(io, backend, config, max_active=max_active)

@@ -485,3 +485,17 @@ def test_llamafactory_failure_exit_status_is_passed_on(lf_cli, aligned, student,
                    *CPU, "--set", "no_such_key=1")
     assert result.exit_code == 1, result.output[-3000:]
     assert "no_such_key" in result.stderr and "llamafactory-cli exited with status 1" in result.stderr
+
+
+def test_dry_run_loads_no_torch(aligned, student, tmp_path):
+    """`palign train --dry-run` counts tokens with the student's tokenizer, never importing torch."""
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['palign', 'train', '-i', {str(aligned)!r}, '--model', {str(student)!r}, "
+        f"'--run-dir', {str(tmp_path / 'run')!r}, '--dry-run']\n"
+        "try:\n    runpy.run_module('palign_cli', run_name='__main__')\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('torch' in sys.modules, code, file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stderr.strip().splitlines()[-1] in ("False 0", "False None"), out.stderr
+    assert (tmp_path / "run" / "train.yaml").is_file()

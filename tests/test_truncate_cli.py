@@ -175,7 +175,7 @@ def test_bad_records(tiny_model, tmp_path):
     result = truncate(tiny_model, inp, out, "--search", "ratio:0.5", "--skip-invalid", "--overwrite")
     assert result.exit_code == 0, result.output
     rejects = lines(f"{out}.rejects.jsonl")
-    assert [(x["line"], x["field"]) for x in rejects] == [(2, "long_cot|Long-CoT"), (3, "long_cot|Long-CoT")]
+    assert [(x["line"], x["field"]) for x in rejects] == [(2, "long_cot|Long-CoT"), (3, "long_cot")]
     assert "is not a string" in rejects[1]["error"]
 
 
@@ -183,7 +183,7 @@ def test_non_string_cot_exits_2(tiny_model, tmp_path):
     inp = write(tmp_path / "in.jsonl", [{"id": "c", "question": "q", "long_cot": 3}])
     result = truncate(tiny_model, inp, tmp_path / "o.jsonl", "--search", "ratio:0.5")
     assert result.exit_code == 2
-    assert f"{inp}:1: field 'long_cot|Long-CoT' is not a string" in result.output
+    assert f"{inp}:1: field 'long_cot' is not a string" in result.output
 
 
 @pytest.mark.parametrize(
@@ -270,7 +270,7 @@ def test_vllm_backend_both_judges(vllm_engine, hf_engine, tmp_path):
     runs = [("vg", vllm_engine, "generate", False), ("vl", vllm_engine, "logprob", True),
             ("vp", vllm_engine, "logprob", False), ("hl", hf_engine, "logprob", True)]
     for name, engine, judge, curve in runs:
-        cfg = TruncateConfig(model="tiny", backend=name, judge=judge, max_tokens=4, save_curve=curve)
+        cfg = TruncateConfig.make(model="tiny", backend=name, judge=judge, max_tokens=4, save_curve=curve)
         with StageIO(str(inp), str(tmp_path / f"{name}.jsonl"), stage="truncate", config=cfg.fingerprint(),
                      required={"question": ("question",), "cot": ("long_cot",)}) as io:
             stats = run_truncate(io, engine, cfg)

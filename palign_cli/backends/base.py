@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from palign_cli.config import ENGINE_PANEL, opt
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -56,10 +58,13 @@ class Prompt:
         return [{"role": role, "content": content} for role, content in self.messages]
 
 
+PROMPT_TOO_LONG = "prompt_too_long"
+
+
 @dataclass
 class Sample:
     text: str
-    finish_reason: str  # "stop" or "length"
+    finish_reason: str  # "stop", "length" (cut by max_tokens) or "prompt_too_long" (no room to reply)
     tokens: int
 
 
@@ -78,22 +83,29 @@ class CutScores:
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """Engine settings passed through under the engines' own names."""
+    """Engine settings under the engines' own names: the one place each default lives.
+
+    Fields made with `opt` are command-line flags on every stage that loads an engine (the
+    CLI maps them once); each engine reads the ones it `uses` (see the registry). Settings
+    only one engine knows go through `--engine-opt KEY=VALUE` into `engine_opts`, checked
+    against that engine's own list.
+    """
 
     model: str
-    dtype: str = "auto"
-    max_model_len: int | None = None
-    tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    enforce_eager: bool = False
+    dtype: str = opt("auto", help="auto, float32, bfloat16, float16.", panel=ENGINE_PANEL)
+    max_model_len: int | None = opt(None, help="Context length cap (vLLM's name).", panel=ENGINE_PANEL)
+    tensor_parallel_size: int = opt(1, "--tensor-parallel-size", "-tp", help="vllm: tensor parallel GPUs.", panel=ENGINE_PANEL, min=1)
+    gpu_memory_utilization: float = opt(0.9, help="vllm: share of GPU memory.", panel=ENGINE_PANEL)
+    token_budget: int = opt(16384, help="hf: padded tokens per forward batch.", panel=ENGINE_PANEL, min=256)
+    base_url: str | None = opt(None, help="openai: the server, e.g. http://127.0.0.1:8000/v1.", panel=ENGINE_PANEL, envvar="OPENAI_BASE_URL")
+    max_concurrency: int = opt(32, help="openai: requests in flight at once.", panel=ENGINE_PANEL, min=1)
+    request_timeout: float = opt(600.0, help="openai: seconds one request may take.", panel=ENGINE_PANEL, min=0.1)
+    max_retries: int = opt(6, help="openai: retries of a failed request (backoff doubles, 30 s at most, Retry-After honoured).", panel=ENGINE_PANEL, min=0)
+    # engine-only settings (--engine-opt KEY=VALUE), checked against the engine's own list
+    data_parallel_size: int = 1  # vllm
+    enforce_eager: bool = False  # vllm
     device: str | None = None  # hf: cuda if present, else cpu
-    token_budget: int = 16384  # hf: padded tokens per forward batch
-    base_url: str | None = None  # openai
-    max_concurrency: int = 32  # openai
-    request_timeout: float = 600.0  # openai
-    max_retries: int = 6  # openai
-    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)  # vllm: more vllm.LLM arguments
 
 
 @dataclass(frozen=True)
@@ -112,11 +124,39 @@ class Backend(ABC):
     name: str = "base"
     capabilities: Capabilities = Capabilities()
 
-    @abstractmethod
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams]
     ) -> list[list[Sample]]:
-        """Per prompt, `params.n` samples. A sequence of params gives each prompt its own."""
+        """Per prompt, `params.n` samples. A sequence of params gives each prompt its own.
+
+        The request policy every engine shares lives here: `max_tokens` is capped by the
+        context left after the prompt (where the engine can count tokens), a prompt with no
+        room left gets `prompt_too_long` samples without reaching the engine, and greedy
+        requests for n > 1 are asked once and copied (greedy samples are identical; vLLM
+        refuses that combination). Engines implement `_generate`.
+        """
+        plist = per_prompt_params(prompts, params)
+        rooms = [self._room(prompt, p) for prompt, p in zip(prompts, plist)]
+        live = [i for i, room in enumerate(rooms) if room is None or room > 0]
+        asked = [_fit(plist[i], rooms[i]) for i in live]
+        answers = self._generate([prompts[i] for i in live], asked) if live else []
+        results = [[Sample("", PROMPT_TOO_LONG, 0) for _ in range(p.n)] for p in plist]
+        for i, samples in zip(live, answers, strict=True):
+            n = plist[i].n
+            results[i] = samples if len(samples) >= n else [replace(samples[0]) for _ in range(n)]
+        return results
+
+    def _room(self, prompt: Prompt, params: SamplingParams) -> int | None:
+        """Tokens the context leaves for the reply, where the engine can tell."""
+        limit = self.context_length()
+        if not limit or not self.capabilities.count_tokens:
+            return None
+        return limit - (self.count_tokens(prompt) or 0)
+
+    @abstractmethod
+    def _generate(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Sample]]:
+        """The engine's own sampling: one params per prompt, already fitted to the context,
+        n == 1 for greedy requests."""
 
     @abstractmethod
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]:
@@ -162,6 +202,16 @@ def probe_prompt(head: Prompt, filled: str) -> Prompt:
     """The head prompt with its `{cut}` placeholder replaced by one probe's text."""
     messages = tuple((role, content.replace(CUT, filled)) for role, content in head.messages)
     return replace(head, messages=messages)
+
+
+def _fit(p: SamplingParams, room: int | None) -> SamplingParams:
+    """The request an engine receives: capped to the room left, one sample when greedy."""
+    changes: dict[str, Any] = {}
+    if room is not None and room < p.max_tokens:
+        changes["max_tokens"] = room
+    if p.temperature <= 0 and p.n > 1:
+        changes["n"] = 1
+    return replace(p, **changes) if changes else p
 
 
 def per_prompt_params(

@@ -20,7 +20,6 @@ from palign_cli.backends.base import (
     Prompt,
     Sample,
     SamplingParams,
-    per_prompt_params,
 )
 from palign_cli.backends.template import ChatRenderer, RenderedTokens
 
@@ -93,12 +92,9 @@ class HFBackend(RenderedTokens, Backend):
 
     # ----- generation -------------------------------------------------------------------
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams]
-    ) -> list[list[Sample]]:
-        plist = per_prompt_params(prompts, params)
+    def _generate(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Sample]]:
         rows: list[_Row] = []
-        for i, (prompt, p) in enumerate(zip(prompts, plist)):
+        for i, (prompt, p) in enumerate(zip(prompts, params)):
             ids = self.renderer.encode_prompt(prompt)
             base = p.seed if p.seed is not None else int.from_bytes(os.urandom(4), "little")
             for j in range(p.n):
@@ -144,10 +140,7 @@ class HFBackend(RenderedTokens, Backend):
         gens = [torch.Generator(device=self.device).manual_seed(r.seed) for r in rows]
         out_ids: list[list[int]] = [[] for _ in rows]
         finish: list[str | None] = [None] * len(rows)
-        limits = [self._room(r) for r in rows]
-        for b, limit in enumerate(limits):
-            if limit <= 0:
-                finish[b] = "length"
+        limits = [r.params.max_tokens for r in rows]  # Backend.generate fitted them to the context
         past = None
         step_ids, step_pos = ids, positions
         with torch.inference_mode():
@@ -180,11 +173,6 @@ class HFBackend(RenderedTokens, Backend):
                 step_pos = step_pos[:, -1:] + 1
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
         return [self._sample(out_ids[b], finish[b] or "length", rows[b].params) for b in range(len(rows))]
-
-    def _room(self, row: _Row) -> int:
-        if self.max_len is None:
-            return row.params.max_tokens
-        return min(row.params.max_tokens, self.max_len - len(row.ids))
 
     def _pick(self, logits, params: SamplingParams, history: list[int], gen) -> int:
         torch = self.torch

@@ -52,7 +52,6 @@ from palign_cli.backends.base import (
     Prompt,
     Sample,
     SamplingParams,
-    per_prompt_params,
 )
 from palign_cli.errors import BackendError, BackendUnavailable
 
@@ -301,12 +300,9 @@ class OpenAIBackend(Backend):
 
     # ----- generation -------------------------------------------------------------------
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams]
-    ) -> list[list[Sample]]:
-        plist = per_prompt_params(prompts, params)
+    def _generate(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Sample]]:
         return self._map(
-            lambda job: self._generate_one(*job), list(zip(prompts, plist, strict=True))
+            lambda job: self._generate_one(*job), list(zip(prompts, params, strict=True))
         )
 
     def _sampling_body(self, p: SamplingParams) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from palign_cli.backends.base import (
     Prompt,
     Sample,
     SamplingParams,
-    per_prompt_params,
 )
 from palign_cli.backends.template import ChatRenderer, RenderedTokens
 from palign_cli.errors import BackendUnavailable
@@ -60,10 +59,8 @@ class VLLMBackend(RenderedTokens, Backend):
         return self.max_len
 
     def _params(self, p: SamplingParams, **extra):
-        # vLLM refuses n>1 with greedy sampling; greedy samples are identical, so ask once and
-        # copy (see generate).
         return self.vllm.SamplingParams(
-            n=1 if p.temperature <= 0 else p.n,
+            n=p.n,
             temperature=p.temperature,
             top_p=p.top_p,
             top_k=p.top_k if p.top_k and p.top_k > 0 else 0,
@@ -74,28 +71,13 @@ class VLLMBackend(RenderedTokens, Backend):
             **extra,
         )
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams]
-    ) -> list[list[Sample]]:
-        plist = per_prompt_params(prompts, params)
-        inputs, sparams, room = [], [], []
-        for prompt, p in zip(prompts, plist):
-            ids = self.renderer.encode_prompt(prompt)
-            left = self.max_len - len(ids)
-            room.append(left)
-            inputs.append({"prompt_token_ids": ids if left > 0 else ids[: self.max_len - 1]})
-            sparams.append(self._params(p if left >= p.max_tokens else _capped(p, max(left, 1))))
-        outputs = self.llm.generate(inputs, sampling_params=sparams, use_tqdm=False)
-        results = []
-        for out, left, p in zip(outputs, room, plist):
-            samples = []
-            for c in out.outputs:
-                reason = "length" if left <= 0 else ("stop" if c.finish_reason == "stop" else "length")
-                samples.append(Sample(text=c.text if left > 0 else "", finish_reason=reason, tokens=len(c.token_ids) if left > 0 else 0))
-            if len(samples) < p.n:  # greedy: asked once
-                samples = [Sample(samples[0].text, samples[0].finish_reason, samples[0].tokens) for _ in range(p.n)]
-            results.append(samples)
-        return results
+    def _generate(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Sample]]:
+        inputs = [{"prompt_token_ids": self.renderer.encode_prompt(prompt)} for prompt in prompts]
+        outputs = self.llm.generate(inputs, sampling_params=[self._params(p) for p in params], use_tqdm=False)
+        return [
+            [Sample(c.text, "stop" if c.finish_reason == "stop" else "length", len(c.token_ids)) for c in out.outputs]
+            for out in outputs
+        ]
 
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]:
         inputs, spans = [], []
@@ -127,9 +109,3 @@ def _on_cpu() -> bool:
     except ImportError:
         return False
     return bool(current_platform.is_cpu())
-
-
-def _capped(p: SamplingParams, max_tokens: int) -> SamplingParams:
-    from dataclasses import replace
-
-    return replace(p, max_tokens=max_tokens)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from palign_cli import options as o
+from palign_cli.options import EngineChoice, Group, IOOptions, field_group, with_groups
 
 NAME = "train"
 LF_PANEL = "LLaMA-Factory"
@@ -19,9 +20,8 @@ class FinetuningType(str, Enum):
     full = "full"
 
 
+@with_groups(io=Group(IOOptions(), only=("input",)), fields=field_group("question"), engine=Group(EngineChoice(), only=("model",)))
 def command(
-    input: o.Input,
-    model: o.Model,
     run_dir: Annotated[
         Path, typer.Option("--run-dir", help="Run directory: data, train.yaml, LoRA adapter (ckpt/), the trained student (model/).", rich_help_panel=o.IO_PANEL)
     ],
@@ -52,13 +52,13 @@ def command(
     include_unchecked: Annotated[
         bool, typer.Option("--include-unchecked", help="Also train on records `palign align --no-verify` left unchecked (verified: null).", rich_help_panel=o.IO_PANEL)
     ] = False,
-    question_field: o.QuestionField = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Delete RUN's checkpoints and train from scratch instead of resuming.", rich_help_panel=o.IO_PANEL)
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Write and check the files, print the commands on stdout, run nothing.")
     ] = False,
+    **groups,
 ) -> None:
     """Fine-tune the student on the verified targets with LLaMA-Factory.
 
@@ -83,6 +83,7 @@ def command(
         prepare,
     )
 
+    input, model, question_field = groups["io"].input, groups["engine"].model, groups["fields"].question_field
     cli = llamafactory.find_cli(llamafactory_cli) if dry_run else llamafactory.require_cli(llamafactory_cli)
     req = TrainRequest(
         input=input, model=model, run_dir=run_dir,

@@ -11,16 +11,19 @@ is never verified, even when a boxed answer appears in it: its reasoning did not
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from palign_cli.backends.base import Backend, Prompt, Sample, SamplingParams
+from palign_cli.backends.base import PROMPT_TOO_LONG, Backend, Prompt, Sample, SamplingParams
+from palign_cli.config import Fingerprinted, Sampling
 from palign_cli.prompts import ALIGN_PROMPT, SOLVE_PROMPT, align_prompt, sft_target, solve_prompt
 from palign_cli.records import Record, StageIO
 from palign_cli.reporting import NullReporter, ProgressSink
 from palign_cli.seeding import record_seed
 
 MODES = ("prompt", "prefill")
+# The reference's continuation settings (temperature 0.6, top_p 0.9, repetition_penalty 1.05).
+SAMPLING = Sampling(n=4, temperature=0.6, top_p=0.9, repetition_penalty=1.05, max_tokens=32768)
 
 
 class GraderLike(Protocol):
@@ -28,23 +31,16 @@ class GraderLike(Protocol):
 
 
 @dataclass(frozen=True)
-class AlignConfig:
+class AlignConfig(Fingerprinted):
     """Everything that changes the samples or the targets: it is the resume fingerprint."""
 
     model: str
     backend: str
     mode: str = "prompt"
-    n: int = 4
-    temperature: float = 0.6
-    top_p: float = 0.9
-    top_k: int = -1
-    repetition_penalty: float = 1.05
-    max_tokens: int = 32768
-    seed: int = 0
+    sampling: Sampling = SAMPLING
     markers: str = "prefix"
     verify: bool = True
     prompt_template: str | None = None  # None: the mode's own (ALIGN_PROMPT, or SOLVE_PROMPT)
-    enable_thinking: bool | None = None
     grade_timeout: float = 5.0
 
     def __post_init__(self) -> None:
@@ -53,19 +49,8 @@ class AlignConfig:
         if self.prompt_template is None:
             object.__setattr__(self, "prompt_template", default_template(self.mode))
 
-    def fingerprint(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def sampling(self, rid: str, max_tokens: int) -> SamplingParams:
-        return SamplingParams(
-            n=self.n,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            repetition_penalty=self.repetition_penalty,
-            max_tokens=max_tokens,
-            seed=record_seed(self.seed, rid),
-        )
+    def request(self, rid: str) -> SamplingParams:
+        return self.sampling.params(record_seed(self.sampling.seed, rid))
 
 
 def default_template(mode: str) -> str:
@@ -79,9 +64,10 @@ def template_placeholders(mode: str) -> tuple[str, ...]:
 def build_prompt(question: str, prefix: str, cfg: AlignConfig) -> Prompt:
     """prompt: the reference's user turn holding question and draft. prefill: the training
     prompt as the user turn, and the assistant's reply already begun with the prefix."""
+    thinking = cfg.sampling.enable_thinking
     if cfg.mode == "prefill":
-        return Prompt.user(solve_prompt(question, cfg.prompt_template), prefill=prefix, enable_thinking=cfg.enable_thinking)
-    return Prompt.user(align_prompt(question, prefix, cfg.prompt_template), enable_thinking=cfg.enable_thinking)
+        return Prompt.user(solve_prompt(question, cfg.prompt_template), prefill=prefix, enable_thinking=thinking)
+    return Prompt.user(align_prompt(question, prefix, cfg.prompt_template), enable_thinking=thinking)
 
 
 @dataclass
@@ -103,19 +89,6 @@ class AlignStats:
     def mean_target_chars(self) -> float:
         with_target = self.verified + self.unchecked
         return self.target_chars / with_target if with_target else 0.0
-
-
-def token_room(backend: Backend, prompts: Sequence[Prompt], max_tokens: int) -> list[int]:
-    """max_tokens capped by what is left of the context after each prompt.
-
-    Engines cap on their own too, but only the caller can keep a 32k request from being
-    planned as 32k (hf sizes its batches by it). Engines that cannot count (a remote server)
-    get the request as is and cap on their side.
-    """
-    limit = backend.context_length()
-    if not limit or not backend.capabilities.count_tokens:
-        return [max_tokens] * len(prompts)
-    return [min(max_tokens, limit - (backend.count_tokens(p) or 0)) for p in prompts]
 
 
 def choose(samples: list[dict[str, Any]], verify: bool) -> dict[str, Any] | None:
@@ -161,16 +134,13 @@ def run_align(
     stats = AlignStats()
     for batch in io.batches(batch_size):
         prompts = [build_prompt(rec.fields["question"], rec.fields["prefix"], cfg) for rec in batch]
-        rooms = token_room(backend, prompts, cfg.max_tokens)
-        live = [i for i, room in enumerate(rooms) if room > 0]
-        generated = backend.generate([prompts[i] for i in live], [cfg.sampling(batch[i].id, rooms[i]) for i in live]) if live else []
-        results: list[list[Sample]] = [[] for _ in batch]
-        for i, samples in zip(live, generated):
-            results[i] = samples
+        generated = backend.generate(prompts, [cfg.request(rec.id) for rec in batch])
+        # a prompt with no room left to continue never reached the engine: no samples to keep
+        results = [[] if all(s.finish_reason == PROMPT_TOO_LONG for s in samples) else samples for samples in generated]
         golds = [rec.fields.get("answer") for rec in batch]
         graded = grade_samples(grader if cfg.verify else None, golds, results)
         io.write(_record(rec, samples, cfg, stats) for rec, samples in zip(batch, graded))
-        stats.no_room += len(batch) - len(live)
+        stats.no_room += sum(not samples for samples in results)
         for samples in graded:
             stats.samples += len(samples)
             stats.cut_by_length += sum(s["finish_reason"] == "length" for s in samples)
@@ -190,3 +160,12 @@ def _record(rec: Record, samples: list[dict[str, Any]], cfg: AlignConfig, stats:
         stats.unchecked += verified is None
         stats.target_chars += len(target)
     return {**rec.data, "samples": samples, "verified": verified, "target": target}
+
+
+def summary(stats: AlignStats, io: StageIO, verify: bool = True) -> str:
+    share = f"{stats.verified} verified ({stats.verified_share:.0%})" if verify else f"{stats.unchecked} with a target (unchecked)"
+    return (
+        f"align: {stats.problems} problems, {share}, mean target length {stats.mean_target_chars:.0f} chars; "
+        f"{stats.samples} samples, {stats.cut_by_length} cut by --max-tokens, {stats.grade_timeouts} grading timeouts, "
+        f"{stats.no_room} prompts without room to continue; {io.skipped} already done, {io.rejected} rejected"
+    )

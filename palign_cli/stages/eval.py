@@ -20,20 +20,20 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
-import orjson
-
+from palign_cli.config import Fingerprinted
 from palign_cli.errors import InputError
 from palign_cli.grading import Grade, Grader, possible_false_negative
 from palign_cli.metrics import FileSummary, RecordStats, average, record_pass_at
 from palign_cli.records import (
     STDIO,
     Record,
-    Shard,
     StageIO,
+    check_role,
     count_lines,
     display_name,
-    dumps,
     field_names,
+    is_regular_output,
+    read_output,
 )
 from palign_cli.reporting import NullReporter, ProgressSink
 
@@ -41,6 +41,7 @@ SOURCE_FIELD = "source_file"
 OUTPUT_NAMES = ("outputs", "output")
 FINISH_FIELD = "finish_reasons"
 TOKENS_FIELD = "output_tokens"
+STATUS_VALUES = frozenset({"ok", "timeout", "no_answer", "bad_gold", "error"})
 
 
 def source_name(path: str) -> str:
@@ -49,7 +50,7 @@ def source_name(path: str) -> str:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Fingerprinted):
     """Everything that changes the grades: it is the resume fingerprint (workers are not)."""
 
     inputs: tuple[str, ...]
@@ -64,6 +65,9 @@ class EvalConfig:
     def output_names(self) -> tuple[str, ...]:
         return (self.outputs_field,) if self.outputs_field else OUTPUT_NAMES
 
+    def roles(self) -> dict[str, tuple[str, ...]]:
+        return {"answer": self.answer_names(), "outputs": self.output_names()}
+
     def fingerprint(self) -> dict[str, Any]:
         return {
             "inputs": [source_name(p) for p in self.inputs],
@@ -77,8 +81,8 @@ class EvalConfig:
 
 @dataclass
 class EvalReport:
-    rows: list[dict[str, Any]]  # one summary per input file, in input order
-    average: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one summary per input file, in input order
+    average: dict[str, Any] = field(default_factory=dict)
     graded: int = 0  # records graded in this run
     samples: int = 0
     skipped: int = 0  # already in the output
@@ -99,27 +103,6 @@ class _Item:
 # --- reading one record ------------------------------------------------------------------------
 
 
-def gold_text(value: Any, path: str, line: int | None, name: str) -> str:
-    """The gold answer as text; numbers are accepted (AMC golds are often floats like 27.0)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise InputError(path, line, f"must be a string or a number, not {type(value).__name__}", field=name)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def sample_texts(value: Any, path: str, line: int | None, name: str) -> list[str]:
-    """The completions: a list of strings (a lone string is one sample)."""
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list):
-        raise InputError(path, line, f"must be a list of strings, not {type(value).__name__}", field=name)
-    for i, text in enumerate(value):
-        if not isinstance(text, str):
-            raise InputError(path, line, f"entry {i} is {type(text).__name__}, not a string", field=name)
-    return value
-
-
 def _per_sample(obj: Mapping[str, Any], name: str, n: int, kind: type, path: str, line: int | None) -> list[Any] | None:
     value = obj.get(name)
     if value is None:
@@ -131,23 +114,12 @@ def _per_sample(obj: Mapping[str, Any], name: str, n: int, kind: type, path: str
     return value
 
 
-def _first(obj: Mapping[str, Any], names: Sequence[str]) -> tuple[str, Any]:
-    for name in names:
-        if obj.get(name) is not None:
-            return name, obj[name]
-    return "|".join(names), None
-
-
-def prepare(rec: Record, path: str, cfg: EvalConfig) -> _Item:
-    """Check one input record's types (StageIO already checked presence)."""
-    where = display_name(path)
-    answer_name, _ = _first(rec.data, cfg.answer_names())
-    outputs_name, _ = _first(rec.data, cfg.output_names())
-    gold = gold_text(rec.fields["answer"], where, rec.line, answer_name)
-    texts = sample_texts(rec.fields["outputs"], where, rec.line, outputs_name)
+def prepare(rec: Record) -> _Item:
+    """The per-sample fields next to the completions, checked (records.py checked the roles)."""
+    where, texts = display_name(rec.source), rec.fields["outputs"]
     finish = _per_sample(rec.data, FINISH_FIELD, len(texts), str, where, rec.line)
     tokens = _per_sample(rec.data, TOKENS_FIELD, len(texts), int, where, rec.line)
-    return _Item(rec, gold, texts, finish, tokens)
+    return _Item(rec, rec.fields["answer"], texts, finish, tokens)
 
 
 # --- grading -------------------------------------------------------------------------------------
@@ -189,67 +161,72 @@ def record_stats(gold: str, texts: Sequence[str], grades: Sequence[Grade], finis
     )
 
 
-def stats_of_graded(obj: Mapping[str, Any], cfg: EvalConfig) -> RecordStats:
-    """Summary contribution of a record as written to the graded output (for re-reading it)."""
-    path = "graded output"
-    _, answer = _first(obj, cfg.answer_names())
-    _, outputs = _first(obj, cfg.output_names())
-    texts = sample_texts(outputs, path, None, "outputs")
-    grades = [Grade(label, pred, status) for label, pred, status in zip(obj["labels"], obj["preds"], obj["grade_status"])]
-    return record_stats(gold_text(answer, path, None, "answer"), texts, grades, obj.get(FINISH_FIELD), obj.get(TOKENS_FIELD))
+def _graded_list(obj: Mapping[str, Any], name: str, n: int, ok, what: str, path: str, line: int) -> list[Any]:
+    value = obj.get(name)
+    if not isinstance(value, list) or len(value) != n or not all(ok(v) for v in value):
+        raise InputError(path, line, f"must be a list of {n} {what} in a graded record; fix it or rerun with --overwrite", field=name)
+    return value
+
+
+def stats_of_graded(obj: Mapping[str, Any], cfg: EvalConfig, path: str = "graded output", line: int = 0) -> RecordStats:
+    """Summary contribution of a record as written to the graded output (for re-reading it),
+    with every field it relies on checked: the file may have been edited since."""
+    answer_name, answer = _first(obj, cfg.answer_names())
+    outputs_name, outputs = _first(obj, cfg.output_names())
+    if answer is None or outputs is None:
+        raise InputError(path, line, "is missing in a graded record; fix it or rerun with --overwrite", field=answer_name if answer is None else outputs_name)
+    gold = check_role("answer", answer, path, line, answer_name)
+    texts = check_role("outputs", outputs, path, line, outputs_name)
+    n = len(texts)
+    labels = _graded_list(obj, "labels", n, lambda v: v in (0, 1) and not isinstance(v, float), "0/1 labels", path, line)
+    preds = _graded_list(obj, "preds", n, lambda v: v is None or isinstance(v, str), "answers (text or null)", path, line)
+    status = _graded_list(obj, "grade_status", n, lambda v: v in STATUS_VALUES, "grading statuses", path, line)
+    grades = [Grade(int(label), pred, st) for label, pred, st in zip(labels, preds, status)]
+    finish = _per_sample(obj, FINISH_FIELD, n, str, path, line)
+    tokens = _per_sample(obj, TOKENS_FIELD, n, int, path, line)
+    return record_stats(gold, texts, grades, finish, tokens)
+
+
+def _first(obj: Mapping[str, Any], names: Sequence[str]) -> tuple[str, Any]:
+    for name in names:
+        if obj.get(name) is not None:
+            return name, obj[name]
+    return "|".join(names), None
 
 
 # --- the run -------------------------------------------------------------------------------------
 
 
 def run_eval(
+    io: StageIO,
     cfg: EvalConfig,
-    output: str,
     grader: Grader,
     *,
-    id_field: str = "id",
-    overwrite: bool = False,
-    shard: Shard | None = None,
-    skip_invalid: bool = False,
     batch_size: int = 512,
     reporter: ProgressSink | None = None,
 ) -> EvalReport:
-    """Grade every input file into `output`, then summarize per file.
+    """Grade every input file into the output, then summarize per file.
 
-    `batch_size` is in samples: that many are graded per pool call and flushed together.
+    `batch_size` is in samples: that many are graded per pool call and flushed together. The
+    summary is computed by re-reading the whole graded output (streaming), so records graded
+    by an earlier, interrupted run count too.
     """
     reporter = reporter or NullReporter()
     started = time.monotonic()
     sources = [source_name(p) for p in cfg.inputs]
-    live = {src: FileSummary(src) for src in sources}  # used when the output is stdout
-    report = EvalReport(rows=[], average={})
-    reporter.start(_total(cfg.inputs))
-    try:
-        done: dict[str, set[str]] | None = None
-        for j, (path, src) in enumerate(zip(cfg.inputs, sources)):
-            io = StageIO(
-                path, output, stage="eval", config=cfg.fingerprint(),
-                required={"answer": cfg.answer_names(), "outputs": cfg.output_names()},
-                id_field=id_field, overwrite=overwrite and j == 0, shard=shard, skip_invalid=skip_invalid,
-            )
-            with io:
-                if done is None:  # after the first open: it has cut any torn last line
-                    done = _done_by_source(output, id_field)
-                io.sink.done = done.get(src, set())  # resume per (source, id), not per id
-                for items in _batches(io, path, cfg, batch_size):
-                    grade_items(items, grader)
-                    io.write(graded_record(item, src, cfg.ks) for item in items)
-                    for item in items:
-                        live[src].add(record_stats(item.gold, item.texts, item.grades, item.finish, item.tokens))
-                    report.graded += len(items)
-                    report.samples += sum(len(item.texts) for item in items)
-                    reporter.advance(len(items), rate=f"{report.samples / max(time.monotonic() - started, 1e-9):.0f} samples/s")
-                reporter.advance(io.skipped + io.rejected)
-                report.skipped += io.skipped
-                report.rejected += io.rejected
-    finally:
-        reporter.stop()
-    summaries = live if output == STDIO else summarize(output, cfg, sources)
+    live = {src: FileSummary(src) for src in sources}  # used when the output is not a file
+    report = EvalReport()
+    for items in _batches(io, batch_size):
+        grade_items(items, grader)
+        io.write(graded_record(item, source_name(item.rec.source), cfg.ks) for item in items)
+        for item in items:
+            live[source_name(item.rec.source)].add(record_stats(item.gold, item.texts, item.grades, item.finish, item.tokens))
+        report.graded += len(items)
+        report.samples += sum(len(item.texts) for item in items)
+        reporter.advance(len(items), rate=f"{report.samples / max(time.monotonic() - started, 1e-9):.0f} samples/s")
+    reporter.advance(io.skipped + io.rejected)
+    report.skipped, report.rejected = io.skipped, io.rejected
+    summaries = summarize(io.output, cfg, sources) if is_regular_output(io.output) else live
     labels = row_labels(sources)
     report.rows = [{"file": src, **summaries[src].result(cfg.ks), "name": labels[src]} for src in sources]
     report.average = average(report.rows)
@@ -263,12 +240,12 @@ def row_labels(sources: Sequence[str]) -> dict[str, str]:
     return {src: stem if list(stems.values()).count(stem) == 1 else src for src, stem in stems.items()}
 
 
-def _total(inputs: Sequence[str]) -> int | None:
+def total(inputs: Sequence[str]) -> int | None:
     counts = [count_lines(p) for p in inputs]
     return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
 
 
-def _batches(io: StageIO, path: str, cfg: EvalConfig, batch_size: int) -> Iterator[list[_Item]]:
+def _batches(io: StageIO, batch_size: int) -> Iterator[list[_Item]]:
     """Checked records in batches of about `batch_size` samples.
 
     A bad record is set aside under --skip-invalid; otherwise the records read before it are
@@ -279,11 +256,9 @@ def _batches(io: StageIO, path: str, cfg: EvalConfig, batch_size: int) -> Iterat
     try:
         for rec in io.pending():
             try:
-                item = prepare(rec, path, cfg)
+                item = prepare(rec)
             except InputError as err:
-                if io.rejects is None:
-                    raise
-                io.rejects(err, dumps(rec.data))
+                io.reject_or_raise(err, rec)
                 continue
             batch.append(item)
             samples += len(item.texts)
@@ -298,30 +273,19 @@ def _batches(io: StageIO, path: str, cfg: EvalConfig, batch_size: int) -> Iterat
         yield batch
 
 
-def _graded_lines(output: str) -> Iterator[dict[str, Any]]:
-    with open(output, "rb") as f:
-        for raw in f:
-            if raw.strip():
-                obj = orjson.loads(raw)
-                if isinstance(obj, dict) and "labels" in obj:
-                    yield obj
-
-
-def _done_by_source(output: str, id_field: str) -> dict[str, set[str]]:
-    if output == STDIO or not os.path.exists(output):
-        return {}
-    done: dict[str, set[str]] = {}
-    for obj in _graded_lines(output):
-        if obj.get(id_field) is not None:
-            done.setdefault(str(obj.get(SOURCE_FIELD)), set()).add(str(obj[id_field]))
-    return done
-
-
 def summarize(output: str, cfg: EvalConfig, sources: Sequence[str]) -> dict[str, FileSummary]:
     """Per-source summaries from the graded output file, streamed (covers resumed records)."""
     summaries = {src: FileSummary(src) for src in sources}
-    for obj in _graded_lines(output):
+    for line, obj in read_output(output, what="graded output"):
         summary = summaries.get(str(obj.get(SOURCE_FIELD)))
         if summary is not None:
-            summary.add(stats_of_graded(obj, cfg))
+            summary.add(stats_of_graded(obj, cfg, output, line))
     return summaries
+
+
+def summary_line(report: EvalReport, io: StageIO) -> str:
+    return (
+        f"eval: {report.graded} problems ({report.samples} samples) graded in {report.seconds:.1f} s; "
+        f"{report.skipped} already done, {report.rejected} rejected; "
+        f"{report.average['timeouts']} timeouts, {report.average['ungradable_golds']} ungradable golds"
+    )

@@ -238,10 +238,26 @@ def resolve_model(model: str) -> str:
 # ---------------------------------------------------------------- the SFT dataset
 
 
-def load_tokenizer(model: str, trust_remote_code: bool):
-    from transformers import AutoTokenizer
-
+def _custom_tokenizer(model_dir: Path) -> bool:
     try:
+        config = orjson.loads((model_dir / "tokenizer_config.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and "AutoTokenizer" in (config.get("auto_map") or {})
+
+
+def load_tokenizer(model: str, trust_remote_code: bool):
+    """The student's tokenizer, to count row lengths. A local `tokenizer.json` loads as a plain
+    fast tokenizer, which does not import torch (AutoTokenizer does, through the model
+    registry), so `palign train --dry-run` stays quick and torch-free. A tokenizer with code of
+    its own (`auto_map` in tokenizer_config.json) goes through AutoTokenizer."""
+    try:
+        if (Path(model) / "tokenizer.json").is_file() and not _custom_tokenizer(Path(model)):
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(model)
+        from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -14,23 +14,27 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from palign_cli.backends.base import CUT, Backend, Prompt, SamplingParams
-from palign_cli.errors import InputError, UsageError
+from palign_cli.config import Fingerprinted, Sampling
+from palign_cli.errors import UsageError
 from palign_cli.prompts import ENOUGH, JUDGE_PROMPT, NOT_ENOUGH, fill
-from palign_cli.records import Record, StageIO, display_name, dumps
+from palign_cli.records import Record, StageIO
 from palign_cli.reporting import NullReporter, ProgressSink
 from palign_cli.seeding import record_seed
 from palign_cli.stages.search import Search, Strategy, parse_strategy, schedule
 from palign_cli.units import UNIT_KINDS, Units, split_units
 
 JUDGES = ("generate", "logprob")
+# The judge: greedy, short replies, thinking off (as the paper's code calls it).
+SAMPLING = Sampling(temperature=0.0, max_tokens=16, enable_thinking=False)
+SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "enable_thinking")
 
 
 @dataclass(frozen=True)
-class TruncateConfig:
+class TruncateConfig(Fingerprinted):
     """Everything that changes the chosen prefixes: it is the resume fingerprint."""
 
     model: str
@@ -39,13 +43,8 @@ class TruncateConfig:
     judge: str = "generate"
     search: str = "binary"
     threshold: float = 0.5
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = -1
-    max_tokens: int = 16
-    seed: int = 0
+    sampling: Sampling = SAMPLING
     judge_prompt: str = JUDGE_PROMPT
-    enable_thinking: bool | None = False
     save_curve: bool = False
     max_model_len: int | None = None
 
@@ -64,19 +63,9 @@ class TruncateConfig:
     def strategy(self) -> Strategy:
         return parse_strategy(self.search)
 
-    def fingerprint(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def sampling(self, rid: str, k: int) -> SamplingParams:
+    def request(self, rid: str, k: int) -> SamplingParams:
         """Greedy by default; a probe's seed depends on its record and k, never on its batch."""
-        return SamplingParams(
-            n=1,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            max_tokens=self.max_tokens,
-            seed=record_seed(self.seed, f"{rid}#{k}"),
-        )
+        return self.sampling.params(record_seed(self.sampling.seed, f"{rid}#{k}"), n=1)
 
 
 def is_enough(reply: str) -> bool:
@@ -132,7 +121,7 @@ def judge_prompt_for(question: str, reasoning: str, cfg: TruncateConfig) -> Prom
     """One user turn; thinking off by default, so a Qwen3 student answers at once."""
     return Prompt.user(
         fill(cfg.judge_prompt, question=question, reasoning_part=reasoning),
-        enable_thinking=cfg.enable_thinking,
+        enable_thinking=cfg.sampling.enable_thinking,
     )
 
 
@@ -162,7 +151,7 @@ class ContextBound:
 
     def _reply_room(self, backend: Backend | None) -> int:
         if self.cfg.judge == "generate":
-            return self.cfg.max_tokens
+            return self.cfg.sampling.max_tokens
         if backend is None or not backend.capabilities.count_tokens:
             return 16
         # +1: an engine that scores by prompt logprobs still wants one token of room.
@@ -209,7 +198,7 @@ class GenerateJudge(ProbeJudge):
     """Samples a short reply per probe; the reference's rule reads the verdict from it."""
 
     def _entries(self, probes, prompts):
-        params = [self.cfg.sampling(p.record.id, k) for p, k in probes]
+        params = [self.cfg.request(p.record.id, k) for p, k in probes]
         results = self.backend.generate(prompts, params)
         entries = []
         for (_, k), samples in zip(probes, results, strict=True):
@@ -299,22 +288,11 @@ def make_judge(backend: Backend | None, cfg: TruncateConfig, stats: TruncateStat
     return ScoreJudge(backend, cfg, stats)
 
 
-def _reject_or_raise(io: StageIO, err: InputError, rec: Record) -> None:
-    if io.rejects is None:
-        raise err
-    io.rejects(err, dumps(rec.data))
-
-
 def problems(io: StageIO, cfg: TruncateConfig, bound: ContextBound, judge) -> Iterator[Problem]:
     """Pending records as problems: units split, context bound found, search started."""
     strategy = cfg.strategy
     for rec in io.pending():
-        question, cot = rec.fields["question"], rec.fields["cot"]
-        bad = next((role for role, v in (("question", question), ("cot", cot)) if not isinstance(v, str)), None)
-        if bad is not None:
-            names = "|".join(io.required[bad])
-            _reject_or_raise(io, InputError(display_name(io.input), rec.line, "is not a string", field=names), rec)
-            continue
+        question, cot = rec.fields["question"], rec.fields["cot"]  # strings: records.py checked
         units = split_units(cot, cfg.unit)
         fit, curve = len(units), None
         if judge is not None:
@@ -378,3 +356,13 @@ def run_truncate(
         rate = stats.judge_calls / max(time.perf_counter() - start, 1e-9)
         reporter.advance(len(records), rate=f"{rate:.1f} probes/s")
     return stats
+
+
+def summary(stats: TruncateStats, io: StageIO) -> str:
+    tokens = f"{stats.tokens_read} tokens read" if stats.tokens_read else "tokens read not reported by the engine"
+    return (
+        f"truncate: {stats.problems} problems, mean ratio {stats.mean_ratio:.3f}, "
+        f"{stats.share_sufficient:.0%} sufficient, {stats.judge_calls} judge calls in "
+        f"{stats.backend_calls} engine calls, {tokens}; {stats.bounded} bounded by the context, "
+        f"{io.skipped} already done, {io.rejected} rejected"
+    )
