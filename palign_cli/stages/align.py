@@ -119,10 +119,11 @@ def token_room(backend: Backend, prompts: Sequence[Prompt], max_tokens: int) -> 
 
 
 def choose(samples: list[dict[str, Any]], verify: bool) -> dict[str, Any] | None:
-    """The first verified sample; without verification, the first that finished."""
+    """The first verified sample; without verification, the first that finished ("stop":
+    neither cut by --max-tokens nor a prompt that did not fit the context)."""
     if verify:
         return next((s for s in samples if s["verified"]), None)
-    return next((s for s in samples if s["finish_reason"] != "length"), None)
+    return next((s for s in samples if s["finish_reason"] == "stop"), None)
 
 
 def grade_samples(
