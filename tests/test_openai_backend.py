@@ -304,6 +304,7 @@ def test_retries_503_then_429_with_retry_after(caplog):
         started = time.monotonic()
         out = backend.generate([Prompt.user("hi")], SamplingParams(n=2, max_tokens=8))
         elapsed = time.monotonic() - started
+        assert KEY not in repr(backend) + repr(vars(backend))
         backend.close()
     assert [(s.text, s.finish_reason) for s in out[0]] == [("echo: hi", "stop")] * 2
     assert [s.tokens for s in out[0]] == [5, 4]  # usage split across n (no token ids here)

@@ -155,6 +155,19 @@ def _server_message(response: Any) -> str:
     return " ".join(str(err).split())[:300]
 
 
+class Scrubber:
+    """Replaces the API key in text meant for people; its repr never shows the key."""
+
+    def __init__(self, secret: str | None):
+        self._secret = secret or None
+
+    def __call__(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def __repr__(self) -> str:
+        return "Scrubber(***)"
+
+
 def _too_long(n: int) -> list[Sample]:
     return [Sample(text="", finish_reason=PROMPT_TOO_LONG, tokens=0) for _ in range(n)]
 
@@ -190,7 +203,7 @@ class OpenAIBackend(Backend):
         self.max_retries = max(0, options.max_retries)
         self.backoff, self.max_backoff = backoff, max_backoff
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self._secret = key or None
+        self._scrub = Scrubber(key)
         self._limit = asyncio.Semaphore(max(1, options.max_concurrency))
         timeout = openai.Timeout(
             options.request_timeout, connect=min(self.connect_timeout, options.request_timeout)
@@ -261,9 +274,6 @@ class OpenAIBackend(Backend):
         return self.max_len
 
     # ----- HTTP with retries ------------------------------------------------------------
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
 
     def _describe(self, exc: BaseException) -> str:
         """A connection failure as the transport saw it (the client's own text is generic)."""
