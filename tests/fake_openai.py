@@ -1,16 +1,17 @@
 """A scripted OpenAI-compatible HTTP server on 127.0.0.1 for the openai backend's retry paths.
 
-Each POST path has a queue of replies, served in order (the last one repeats): an HTTP
-status with headers and a JSON body (or a function of the request's JSON), an optional
-delay before answering, or a dropped connection. It records every request and the most
-requests it ever had in flight, so tests can check retries and bounded concurrency.
+Each POST path has a queue of replies, served in order (the last one repeats), or a function
+choosing the reply from the request's JSON: an HTTP status with headers and a JSON body (or a
+function of the request's JSON), an optional delay before answering, or a dropped
+connection. It records every request (headers with lower-case names) and the most requests
+it ever had in flight, so tests can check retries and bounded concurrency. Delays end early
+when the server stops, so a deliberately slow server never outlives its test.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,22 +48,32 @@ class Seen:
     json: Any
 
 
+Route = list[Reply] | Callable[[Any], Reply]
+
+
 class FakeServer:
-    def __init__(self, routes: dict[str, list[Reply]], models: Reply | None = None):
-        self.routes = {path: list(replies) for path, replies in routes.items()}
+    def __init__(self, routes: dict[str, Route], models: Reply | None = None, port: int = 0):
+        self.routes = {
+            path: route if callable(route) else list(route) for path, route in routes.items()
+        }
         self.models = models or Reply(body=MODELS)
         self.requests: list[Seen] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._stopped = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
         )
 
     @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def posts(self, path: str) -> list[Seen]:
         return [r for r in self.requests if r.method == "POST" and r.path == path]
@@ -72,15 +83,18 @@ class FakeServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
 
-    def _next(self, path: str) -> Reply | None:
+    def _next(self, path: str, payload: Any) -> Reply | None:
         with self._lock:
-            queue = self.routes.get(path)
-            if not queue:
+            route = self.routes.get(path)
+            if callable(route):
+                return route(payload)
+            if not route:
                 return None
-            return queue.pop(0) if len(queue) > 1 else queue[0]
+            return route.pop(0) if len(route) > 1 else route[0]
 
     def _handler(self):
         fake = self
@@ -98,18 +112,19 @@ class FakeServer:
             def do_POST(self) -> None:
                 size = int(self.headers.get("content-length") or 0)
                 payload = json.loads(self.rfile.read(size) or b"null")
-                reply = fake._next(self.path) or Reply(
+                reply = fake._next(self.path, payload) or Reply(
                     404, {"error": {"message": f"no route {self.path}"}}
                 )
                 self._serve("POST", reply, payload)
 
             def _serve(self, method: str, reply: Reply, payload: Any = None) -> None:
                 with fake._lock:
-                    fake.requests.append(Seen(method, self.path, dict(self.headers), payload))
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    fake.requests.append(Seen(method, self.path, headers, payload))
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
                 try:
-                    time.sleep(reply.delay)
+                    fake._stopped.wait(reply.delay)
                     if reply.drop:
                         self.close_connection = True
                         return

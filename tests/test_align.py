@@ -161,6 +161,13 @@ def test_no_verify_takes_the_first_finished_sample(tmp_path):
     assert (stats.verified, stats.unchecked) == (0, 2)
 
 
+def test_no_verify_never_takes_a_prompt_that_did_not_fit(tmp_path):
+    """An empty "prompt_too_long" sample finished nothing: it is never a target."""
+    recs = [{k: v for k, v in r.items() if k != "answer"} for r in truncated(1)]
+    out, _, _ = align(tmp_path, recs, answers(("", "prompt_too_long"), ("", "prompt_too_long")), n=2, verify=False)
+    assert out[0]["target"] is None
+
+
 def test_prompt_mode_sends_the_papers_prompt_and_prefill_starts_the_reply(tmp_path, grader):
     rec = truncated(1)[0]
     _, _, backend = align(tmp_path, [rec], answers(("x", "stop")), grader=grader, n=1)

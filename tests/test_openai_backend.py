@@ -10,11 +10,13 @@ connections, to check retries, give-up and bounded concurrency without waiting o
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from typer.testing import CliRunner
 from palign_cli.backends import BackendOptions, Prompt, SamplingParams, make_backend
 from palign_cli.backends.openai import (
     OpenAIBackend,
+    context_room,
     normalize_base_url,
     retry_after_seconds,
     split_tokens,
@@ -204,15 +207,16 @@ def test_scores_agree_with_direct_transformers(served, hf_engine):
 
 
 @pytest.mark.slow
-def test_context_overflow_is_an_empty_length_sample(served):
-    """As hf and vllm: no room is an empty "length" sample; max_tokens is capped to the room."""
+def test_context_overflow_is_prompt_too_long(served):
+    """A prompt with no room is an empty "prompt_too_long" sample (nothing was cut by
+    max_tokens); a prompt that fits has max_tokens capped to the room it leaves."""
     too_long, nearly_full = (
         Prompt.user("hello " * 3000),
         Prompt.user("hello " * 500),
     )  # ~2015 tokens
     params = SamplingParams(n=2, temperature=0.0, max_tokens=100_000)
     out = served.generate([too_long, nearly_full], params)
-    assert [(s.text, s.finish_reason, s.tokens) for s in out[0]] == [("", "length", 0)] * 2
+    assert [(s.text, s.finish_reason, s.tokens) for s in out[0]] == [("", "prompt_too_long", 0)] * 2
     assert 0 < out[1][0].tokens < 48 and out[1][0] == out[1][1]  # greedy n: copies
 
 
@@ -232,7 +236,7 @@ def test_key_never_leaks(served, vllm_server, caplog, capfd):
         out,
         err,
         repr(served),
-        repr(served.client.headers),
+        repr(vars(served)),
     ]
     assert not [s for s in seen if KEY in s]
 
@@ -300,12 +304,13 @@ def test_retries_503_then_429_with_retry_after(caplog):
         started = time.monotonic()
         out = backend.generate([Prompt.user("hi")], SamplingParams(n=2, max_tokens=8))
         elapsed = time.monotonic() - started
+        assert KEY not in repr(backend) + repr(vars(backend))
         backend.close()
     assert [(s.text, s.finish_reason) for s in out[0]] == [("echo: hi", "stop")] * 2
     assert [s.tokens for s in out[0]] == [5, 4]  # usage split across n (no token ids here)
     assert len(fake.posts("/v1/chat/completions")) == 3
     assert 1.0 <= elapsed < 4.0  # Retry-After: 1 honoured, backoff itself tiny
-    assert all(r.headers["Authorization"] == f"Bearer {KEY}" for r in fake.requests)
+    assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in fake.requests)
     sent = fake.posts("/v1/chat/completions")[-1].json
     assert (sent["top_k"], sent["repetition_penalty"], sent["max_tokens"]) == (-1, 1.0, 8)
     assert "retry 2/3" in caplog.text and KEY not in caplog.text
@@ -409,7 +414,7 @@ def test_base_url_from_environment(monkeypatch):
         backend = make_backend("openai", BackendOptions(model="tiny"))
         assert backend.generate([Prompt.user("x")], SamplingParams())[0][0].text == "echo: x"
         backend.close()
-    assert fake.requests[-1].headers["Authorization"] == f"Bearer {KEY}"
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {KEY}"
 
 
 @pytest.mark.parametrize(
@@ -449,3 +454,189 @@ def test_retry_after_http_date():
 )
 def test_split_tokens(total, n, expected):
     assert split_tokens(total, n) == expected
+
+
+# ----- stopping: Ctrl-C, fatal answers, a server that restarts ---------------------------
+
+
+def _hang_or_echo(request):
+    """Prompts saying "hang" get no answer for minutes; the rest are answered at once."""
+    content = request["messages"][-1]["content"]
+    return Reply(delay=300) if content == "hang" else Reply()
+
+
+def test_ctrl_c_cancels_requests_in_flight_and_the_backend_stays_usable():
+    with FakeServer({"/v1/chat/completions": _hang_or_echo}) as fake:
+        backend = _backend(fake.url, max_concurrency=2, request_timeout=600.0)
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        started = time.monotonic()
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            backend.generate([Prompt.user("hang")] * 4, SamplingParams())
+        assert time.monotonic() - started < 2.0
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        started = time.monotonic()
+        out = backend.generate([Prompt.user("x")], SamplingParams())  # no slot left taken
+        assert out[0][0].text == "echo: x" and time.monotonic() - started < 2.0
+        backend.close()
+    assert len(fake.posts("/v1/chat/completions")) == 3  # 2 in flight, never the other 2
+
+
+@pytest.mark.parametrize(
+    "status,error,match",
+    [
+        (401, BackendUnavailable, r"refused the API key \(HTTP 401\); check OPENAI_API_KEY"),
+        (403, BackendUnavailable, r"refused the API key \(HTTP 403\)"),
+        (400, BackendError, r"HTTP 400: bad 'messages'"),
+    ],
+)
+def test_a_fatal_answer_stops_every_request(caplog, status, error, match):
+    """One prompt is refused while three wait to retry a 503: nothing is sent or logged
+    after the refusal, not even by a request that was already waiting."""
+
+    def answer(request):
+        if request["messages"][-1]["content"] == "refused":
+            return Reply(status, {"error": {"message": "bad 'messages'"}}, delay=0.3)
+        return Reply(503, {"error": {"message": "overloaded"}}, headers={"Retry-After": "1"})
+
+    caplog.set_level(logging.WARNING, logger="palign")
+    prompts = [Prompt.user("refused")] + [Prompt.user(f"p{i}") for i in range(5)]
+    with FakeServer({"/v1/chat/completions": answer}) as fake:
+        backend = _backend(fake.url, max_concurrency=4)
+        with pytest.raises(error, match=match):
+            backend.generate(prompts, SamplingParams())
+        failed_at, sent = time.time(), len(fake.requests)
+        time.sleep(1.5)  # past the Retry-After those three were waiting out
+        assert len(fake.requests) == sent
+        backend.close()
+    assert len(fake.posts("/v1/chat/completions")) == 4  # the 4 in flight, none queued behind
+    assert [r.created for r in caplog.records if r.created > failed_at] == []
+    assert len(caplog.records) == 3  # one "retry 1/3" for each 503
+
+
+@pytest.mark.parametrize("retries,recovers", [(10, True), (2, False)])
+def test_a_restarting_server_is_waited_out_with_enough_retries(caplog, retries, recovers):
+    """The server goes away (vllm serve reloading a model) and comes back on the same port
+    after a second: enough retries wait it out, too few give up naming the last failure."""
+    caplog.set_level(logging.WARNING, logger="palign")
+    routes = {"/v1/chat/completions": [Reply()]}
+    with FakeServer(routes) as first:
+        options = BackendOptions(model="tiny", base_url=first.url, max_retries=retries)
+        backend = OpenAIBackend(options, api_key=KEY, backoff=0.1, max_backoff=0.4)
+    back: list[FakeServer] = []
+    timer = threading.Timer(1.0, lambda: back.append(FakeServer(routes, port=first.port).__enter__()))
+    timer.start()
+    try:
+        if recovers:
+            out = backend.generate([Prompt.user("x")], SamplingParams())
+            assert out[0][0].text == "echo: x"
+            assert "ConnectError" in caplog.text and f"retry 1/{retries}" in caplog.text
+        else:
+            with pytest.raises(BackendError, match=r"failed after 3 attempts; last: ConnectError"):
+                backend.generate([Prompt.user("x")], SamplingParams())
+    finally:
+        timer.join()
+        backend.close()
+        for server in back:
+            server.__exit__(None, None, None)
+
+
+def test_retry_budget_grows_with_max_retries():
+    """The defaults wait 20-25 s over 6 retries; each retry past the fifth adds 7.5-10 s,
+    so --max-retries 40 waits out a model reload of four and a half minutes or more."""
+    with FakeServer({}) as fake:
+        backend = OpenAIBackend(BackendOptions(model="tiny", base_url=fake.url), api_key=KEY)
+        six = sum(backend._delay(a, None) for a in range(6))
+        many = sum(backend._delay(a, None) for a in range(40))
+        honoured = backend._delay(0, 30.0)
+        backend.close()
+    assert 19.0 <= six <= 25.5
+    assert 274.0 <= many <= 365.5
+    assert honoured == 30.0  # Retry-After is a floor over the backoff
+
+
+VLLM_TOO_LONG = (
+    "This model's maximum context length is 2048 tokens. However, your prompt contains 3011 "
+    "input tokens, which exceeds this limit even without any output tokens. Please reduce "
+    "the length of the input prompt."
+)
+OLD_TOO_LONG = (
+    "This model's maximum context length is 2048 tokens. However, you requested 3400 tokens "
+    "(3000 in the messages, 400 in the completion). Please reduce the length of the messages "
+    "or completion."
+)
+OLD_FITS = (
+    "This model's maximum context length is 2048 tokens. However, you requested 2300 tokens "
+    "(1900 in the messages, 400 in the completion). Please reduce the length of the messages "
+    "or completion."
+)
+
+
+@pytest.mark.parametrize(
+    "detail,room",
+    [
+        (VLLM_TOO_LONG, 0),
+        (OLD_TOO_LONG, 0),
+        (OLD_FITS, 148),
+        ("This model's maximum context length is 2048 tokens. However, your prompt contains "
+         "9000 characters (more than 8192 characters ...)", 0),
+        ("This model's maximum context length is 8192 tokens. However, your messages "
+         "resulted in 9000 tokens.", 0),
+        ("bad 'messages'", None),
+        ("max_tokens=4096 cannot be greater than max_model_len=2048", None),
+    ],
+)
+def test_context_room(detail, room):
+    assert context_room(detail) == room
+
+
+def _too_long_or_echo(request):
+    content = request["messages"][-1]["content"]
+    if "LONG" in content:
+        return Reply(400, {"error": {"message": VLLM_TOO_LONG, "type": "BadRequestError"}})
+    return Reply()
+
+
+def test_prompt_longer_than_the_context_is_prompt_too_long():
+    with FakeServer({"/v1/chat/completions": _too_long_or_echo}) as fake:
+        backend = _backend(fake.url)
+        params = SamplingParams(n=2, temperature=0.6, max_tokens=64)
+        out = backend.generate([Prompt.user("LONG"), Prompt.user("short")], params)
+        greedy = backend.generate([Prompt.user("LONG")], SamplingParams(n=3, temperature=0.0))
+        backend.close()
+    assert [(s.text, s.finish_reason, s.tokens) for s in out[0]] == [("", "prompt_too_long", 0)] * 2
+    assert [(s.text, s.finish_reason) for s in out[1]] == [("echo: short", "stop")] * 2
+    assert [s.finish_reason for s in greedy[0]] == ["prompt_too_long"] * 3
+    assert len(fake.posts("/v1/chat/completions")) == 3  # refusals are not retried
+
+
+def test_prompt_that_fits_is_asked_again_with_the_room_it_leaves():
+    """A server that refuses prompt + max_tokens gets the same prompt with what is left."""
+    routes = {"/v1/chat/completions": [Reply(400, {"error": {"message": OLD_FITS}}), Reply()]}
+    with FakeServer(routes) as fake:
+        backend = _backend(fake.url)
+        out = backend.generate([Prompt.user("hi")], SamplingParams(max_tokens=400))
+        backend.close()
+    assert (out[0][0].text, out[0][0].finish_reason) == ("echo: hi", "stop")
+    assert [r.json["max_tokens"] for r in fake.posts("/v1/chat/completions")] == [400, 148]
+
+
+def test_cli_infer_records_prompt_too_long(tmp_path):
+    src, out = tmp_path / "q.jsonl", tmp_path / "out.jsonl"
+    questions = [("a", "What is 1+1?"), ("b", "LONG " * 50), ("c", "What is 2+2?")]
+    src.write_text("".join(json.dumps({"id": i, "question": q}) + "\n" for i, q in questions))
+    with FakeServer({"/v1/chat/completions": _too_long_or_echo}) as fake:
+        env = {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": KEY}
+        args = ["infer", "--backend", "openai", "--model", "tiny", "-i", str(src), "-o", str(out)]
+        result = CliRunner().invoke(app, [*args, "--n", "2"], env=env)
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["b"]["finish_reasons"] == ["prompt_too_long"] * 2
+    assert rows["b"]["outputs"] == ["", ""] and rows["b"]["output_tokens"] == [0, 0]
+    assert rows["a"]["finish_reasons"] == rows["c"]["finish_reasons"] == ["stop"] * 2
+
+
+def test_missing_client_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openai", None)  # as if `pip install palign` without it
+    with pytest.raises(BackendUnavailable, match=r"needs the openai client: pip install 'palign\[openai\]'"):
+        make_backend("openai", BackendOptions(model="tiny", base_url="http://127.0.0.1:9/v1"))

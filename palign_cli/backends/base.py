@@ -58,13 +58,13 @@ class Prompt:
         return [{"role": role, "content": content} for role, content in self.messages]
 
 
-PROMPT_TOO_LONG = "prompt_too_long"
+PROMPT_TOO_LONG = "prompt_too_long"  # finish_reason of a prompt with no room in the context
 
 
 @dataclass
 class Sample:
     text: str
-    finish_reason: str  # "stop", "length" (cut by max_tokens) or "prompt_too_long" (no room to reply)
+    finish_reason: str  # "stop", "length" (cut by max_tokens) or PROMPT_TOO_LONG
     tokens: int
 
 

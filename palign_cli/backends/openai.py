@@ -1,11 +1,19 @@
 """OpenAI-compatible server backend (`vllm serve`, SGLang): the scale-out path.
 
-Requests go out over one pooled httpx client from a thread pool of `max_concurrency`
-workers, so at most that many are in flight; each is retried with exponential backoff and
-jitter on 429, 5xx, timeouts and dropped connections, honouring Retry-After. We speak HTTP
-ourselves instead of depending on the `openai` package: the vLLM extensions we need
-(`top_k`, `repetition_penalty`, `return_token_ids`, `prompt_logprobs`, `/tokenize`) are
-plain JSON fields, and one retry policy is easier to reason about than two stacked ones.
+Requests go out through the official `openai` client in its async form, on an event loop
+the backend owns (backends/aio.py): the requests of one `generate` or `score` call run
+concurrently, at most `max_concurrency` in flight. Ctrl-C cancels them at once, and the
+first fatal answer (401, 400, ...) cancels the rest before anything more is sent or logged.
+
+What comes from the client: the connection pool, timeouts (`request_timeout`, with a short
+connect timeout), the Authorization header, its error classes, and the quick retries of the
+start-up probe. What palign keeps: the retry loop of the requests themselves, so that each
+retry says on stderr what failed and how many are left (the client retries silently, and its
+hooks into that loop are private), and so that its budget grows with `max_retries`:
+exponential backoff from 0.5 s, capped at 10 s per wait (less up to a quarter of jitter), so
+the default 6 retries wait 20-25 s and each further one 7.5-10 s: `max_retries=40` waits
+4.5-6 minutes, enough for `vllm serve` to reload a 7B model.
+429, 408, 5xx, timeouts and dropped connections are retried, honouring Retry-After.
 
 How each kind of prompt travels, so that the server sees the same tokens as hf and vllm:
 - chat prompt, no prefill: POST /chat/completions (the server applies the chat template;
@@ -15,11 +23,17 @@ How each kind of prompt travels, so that the server sees the same tokens as hf a
   hf/vllm rendering exactly; `continue_final_message` would drop the generation prompt's
   own suffix (Qwen3's empty think block with `enable_thinking=False`);
 - raw text: POST /completions with `add_special_tokens: false`, as hf encodes it.
+The vLLM fields (top_k, repetition_penalty, return_token_ids, prompt_logprobs, /tokenize)
+are plain JSON, so every request is a `client.post` of one JSON body.
 
 Every sampling field (top_k, repetition_penalty, min_p included) is sent on every request:
 `vllm serve` fills omitted ones from the model's generation_config.json, which would make the
-server sample differently from hf and vllm. vLLM refuses n>1 with temperature 0, so greedy
-requests ask for one sample and copy it n times (greedy samples are identical anyway).
+server sample differently from hf and vllm. vLLM refuses n>1 with temperature 0; greedy
+requests arrive here asking for one sample (Backend.generate copies it n times).
+
+A prompt that does not fit the context gives empty samples with finish_reason
+"prompt_too_long" (not "length": nothing was cut by --max-tokens). A server that refuses
+prompt + max_tokens while the prompt itself fits is asked again with the room it has left.
 
 Token counts: vLLM returns each choice's token ids with `return_token_ids`, which gives an
 exact count per sample even for n>1 (usage is per request). Servers without that field get
@@ -29,24 +43,27 @@ Scoring needs vLLM's extensions (/tokenize and `prompt_logprobs`); other servers
 BackendError that says so. Run the server without `--reasoning-parser`, so the text is the
 model's raw output as with the other engines.
 
-The API key (OPENAI_API_KEY) lives only in the client's Authorization header (httpx masks
-it in reprs); error messages are scrubbed of it as a second guard. It is never part of a
-stage config.
+The API key (OPENAI_API_KEY) lives only inside the client, which sends it as a header;
+error messages are scrubbed of it. It is never logged, printed or part of a stage config.
+A server without a key gets the conventional placeholder "EMPTY" (the client insists on one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import os
 import random
+import re
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import replace
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
 
+from palign_cli.backends.aio import CANCEL_GRACE, LoopRunner, bounded_map
 from palign_cli.backends.base import (
+    PROMPT_TOO_LONG,
     Backend,
     BackendOptions,
     Prompt,
@@ -57,14 +74,13 @@ from palign_cli.errors import BackendError, BackendUnavailable
 
 log = logging.getLogger("palign")
 
-T = TypeVar("T")
-R = TypeVar("R")
-
 NEEDS_VLLM = "needs vLLM's /tokenize, /detokenize and prompt_logprobs extensions (run the server with vllm serve)"
+NEEDS_CLIENT = "--backend openai needs the openai client: pip install 'palign[openai]'"
+KEY_REFUSED = "refused the API key (HTTP {status}); check OPENAI_API_KEY"
 
 
 class HTTPStatusError(BackendError):
-    """A non-retryable answer (4xx other than 429): the request itself is wrong."""
+    """A non-retryable answer (4xx other than 408/429): the request itself is wrong."""
 
     def __init__(self, message: str, status: int, detail: str):
         super().__init__(message)
@@ -73,10 +89,8 @@ class HTTPStatusError(BackendError):
 
 def normalize_base_url(url: str) -> str:
     """`http://host:port` gets the conventional `/v1`; a trailing slash is dropped."""
-    import httpx
-
     url = url.strip().rstrip("/")
-    if httpx.URL(url).path in ("", "/"):
+    if urlsplit(url).path in ("", "/"):
         url += "/v1"
     return url
 
@@ -102,6 +116,31 @@ def split_tokens(total: int, n: int) -> list[int]:
     return [base + (1 if i < rest else 0) for i in range(n)]
 
 
+def retryable(status: int) -> bool:
+    """Answers worth asking again: overload, rate limits, a server restarting or failing."""
+    return status in (408, 429) or status >= 500
+
+
+_CONTEXT = re.compile(r"maximum context length (?:is |of )?(\d+)")
+_PROMPT_USED = re.compile(r"(\d+) (?:tokens )?in the (?:messages|prompt)")
+
+
+def context_room(detail: str) -> int | None:
+    """Tokens left for the reply, read from a server's context-length refusal.
+
+    None: the refusal is about something else. 0: the prompt alone does not fit (vLLM says
+    so since 0.11, and clamps max_tokens itself). Older servers refuse prompt + max_tokens
+    and state both ("... 2048 tokens. However, you requested 2300 tokens (1900 in the
+    messages, 400 in the completion)"): the room is what the prompt leaves.
+    """
+    if "context length" not in detail:
+        return None
+    context, used = _CONTEXT.search(detail), _PROMPT_USED.search(detail)
+    if context and used:
+        return max(0, int(context[1]) - int(used[1]))
+    return 0
+
+
 def _server_message(response: Any) -> str:
     """The error text a server put in its body (OpenAI's {"error": {"message"}} or plain)."""
     try:
@@ -114,10 +153,28 @@ def _server_message(response: Any) -> str:
     return " ".join(str(err).split())[:300]
 
 
+class Scrubber:
+    """Replaces the API key in text meant for people; its repr never shows the key."""
+
+    def __init__(self, secret: str | None):
+        self._secret = secret or None
+
+    def __call__(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def __repr__(self) -> str:
+        return "Scrubber(***)"
+
+
+def _too_long(n: int) -> list[Sample]:
+    return [Sample(text="", finish_reason=PROMPT_TOO_LONG, tokens=0) for _ in range(n)]
+
+
 class OpenAIBackend(Backend):
     name = "openai"
     probe_timeout = 5.0  # seconds for GET /models at start
     probe_attempts = 3
+    connect_timeout = 5.0  # a host that does not answer at all fails fast and is retried
     max_retry_wait = 120.0  # a Retry-After longer than this is capped
 
     def __init__(
@@ -126,11 +183,13 @@ class OpenAIBackend(Backend):
         *,
         api_key: str | None = None,
         backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        max_backoff: float = 10.0,
     ):
-        import httpx
-
-        self._httpx = httpx
+        try:
+            import openai
+        except ImportError:
+            raise BackendUnavailable(NEEDS_CLIENT) from None
+        self._openai = openai
         url = options.base_url or os.environ.get("OPENAI_BASE_URL")
         if not url:
             raise BackendUnavailable(
@@ -142,17 +201,17 @@ class OpenAIBackend(Backend):
         self.max_retries = max(0, options.max_retries)
         self.backoff, self.max_backoff = backoff, max_backoff
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self._secret = key or None
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        workers = max(1, options.max_concurrency)
-        self.client = httpx.Client(
-            headers=headers,
-            timeout=options.request_timeout,
-            limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
+        self._scrub = Scrubber(key)
+        self._limit = asyncio.Semaphore(max(1, options.max_concurrency))
+        timeout = openai.Timeout(
+            options.request_timeout, connect=min(self.connect_timeout, options.request_timeout)
         )
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="palign-openai")
+        self._runner, self.client = LoopRunner(), None
         try:
-            self.max_len = self._probe()
+            self.client = openai.AsyncOpenAI(
+                api_key=key or "EMPTY", base_url=self.base_url, timeout=timeout, max_retries=0
+            )
+            self.max_len = self._runner.run(self._probe())
         except BaseException:
             self.close()
             raise
@@ -162,41 +221,42 @@ class OpenAIBackend(Backend):
 
     # ----- start-up ---------------------------------------------------------------------
 
-    def _probe(self) -> int | None:
-        """GET /models once (a few quick tries): reachable, key accepted, model served."""
+    async def _probe(self) -> int | None:
+        """GET /models (the client's own quick retries): reachable, key accepted, model served."""
         url = f"{self.base_url}/models"
-        problem = ""
-        for attempt in range(self.probe_attempts):
-            if attempt:
-                time.sleep(0.5 * 2 ** (attempt - 1))
-            try:
-                response = self.client.get(url, timeout=self.probe_timeout)
-            except self._httpx.HTTPError as exc:
-                problem = self._describe(exc)
-                continue
-            status = response.status_code
-            if status in (401, 403):
-                raise BackendUnavailable(
-                    f"--backend openai: {url} refused the API key (HTTP {status}); check OPENAI_API_KEY"
-                )
-            if status == 429 or status >= 500:
-                problem = f"HTTP {status}"
-                continue
-            if status != 200:
-                raise BackendUnavailable(
-                    f"--backend openai: GET {url} answered HTTP {status}; check that --base-url "
-                    "points at an OpenAI-compatible API (usually ending in /v1)"
-                )
-            return self._served_len(url, response)
-        raise BackendUnavailable(
+        quick = self.client.with_options(
+            timeout=self.probe_timeout, max_retries=self.probe_attempts - 1
+        )
+        try:
+            data = await quick.get(url, cast_to=object)
+        except self._openai.APIStatusError as exc:
+            raise self._probe_refused(url, exc.status_code) from None
+        except self._openai.APIConnectionError as exc:
+            raise self._unreachable(url, self._describe(exc)) from None
+        except ValueError:
+            data = None
+        return self._served_len(url, data)
+
+    def _probe_refused(self, url: str, status: int) -> BackendUnavailable:
+        if status in (401, 403):
+            return BackendUnavailable(f"--backend openai: {url} " + KEY_REFUSED.format(status=status))
+        if retryable(status):
+            return self._unreachable(url, f"HTTP {status}")
+        return BackendUnavailable(
+            f"--backend openai: GET {url} answered HTTP {status}; check that --base-url "
+            "points at an OpenAI-compatible API (usually ending in /v1)"
+        )
+
+    def _unreachable(self, url: str, problem: str) -> BackendUnavailable:
+        return BackendUnavailable(
             f"--backend openai: cannot reach {url} ({problem}); check that the server is running "
             "and that --base-url / OPENAI_BASE_URL names it"
         )
 
-    def _served_len(self, url: str, response: Any) -> int | None:
+    def _served_len(self, url: str, data: Any) -> int | None:
         try:
-            served = {m["id"]: m for m in response.json()["data"]}
-        except (ValueError, KeyError, TypeError):
+            served = {m["id"]: m for m in data["data"]}
+        except (KeyError, TypeError):
             raise BackendUnavailable(
                 f"--backend openai: GET {url} did not return a model list"
             ) from None
@@ -213,42 +273,27 @@ class OpenAIBackend(Backend):
 
     # ----- HTTP with retries ------------------------------------------------------------
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
-
-    def _describe(self, exc: Exception) -> str:
-        return self._scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    def _describe(self, exc: BaseException) -> str:
+        """A connection failure as the transport saw it (the client's own text is generic)."""
+        cause = exc.__cause__ or exc
+        text = str(cause)
+        return self._scrub(f"{type(cause).__name__}: {text}" if text else type(cause).__name__)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with jitter in [d/2, d]; a server's Retry-After is a floor."""
+        """Exponential backoff with jitter in [3/4 d, d]; a server's Retry-After is a floor."""
         d = min(self.max_backoff, self.backoff * 2**attempt)
-        d = random.uniform(d / 2, d)
+        d *= random.uniform(0.75, 1.0)
         if retry_after is not None:
             d = max(d, min(retry_after, self.max_retry_wait))
         return d
 
-    def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON, retrying transient failures; BackendError once retries are spent."""
-        httpx = self._httpx
-        transient = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
         attempt = 0
         while True:
-            retry_after = None
-            try:
-                response = self.client.post(url, json=body)
-            except transient as exc:
-                problem = self._describe(exc)
-            else:
-                status = response.status_code
-                if status == 200:
-                    return self._json(url, response)
-                detail = self._scrub(_server_message(response))
-                problem = f"HTTP {status}: {detail}"
-                if status != 429 and status < 500:
-                    raise HTTPStatusError(
-                        f"--backend openai: POST {url}: {problem}", status, detail
-                    )
-                retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            data, problem, retry_after = await self._attempt(url, body)
+            if problem is None:
+                return data
             if attempt >= self.max_retries:
                 raise BackendError(
                     f"--backend openai: POST {url} failed after {attempt + 1} attempts; last: {problem}"
@@ -262,24 +307,39 @@ class OpenAIBackend(Backend):
                 self.max_retries,
                 delay,
             )
-            time.sleep(delay)
+            await asyncio.sleep(delay)
             attempt += 1
 
-    def _json(self, url: str, response: Any) -> dict[str, Any]:
+    async def _attempt(
+        self, url: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None, float | None]:
+        """One try: (data, None, None), or (_, problem, Retry-After) for a transient failure."""
+        openai = self._openai
         try:
-            data = response.json()
+            data = await self.client.post(url, body=body, cast_to=object)
+        except openai.APIStatusError as exc:
+            status, detail = exc.status_code, self._scrub(_server_message(exc.response))
+            if not retryable(status):
+                raise self._fatal(url, status, detail) from None
+            retry_after = retry_after_seconds(exc.response.headers.get("retry-after"))
+            return {}, f"HTTP {status}: {detail}", retry_after
+        except openai.APIConnectionError as exc:  # timeouts included
+            return {}, self._describe(exc), None
         except ValueError:
-            raise BackendError(
-                f"--backend openai: POST {url} returned a body that is not JSON"
-            ) from None
+            raise BackendError(f"--backend openai: POST {url} returned a body that is not JSON") from None
         if not isinstance(data, dict):
             raise BackendError(f"--backend openai: POST {url} returned unexpected JSON")
-        return data
+        return data, None, None
 
-    def _extension(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+    def _fatal(self, url: str, status: int, detail: str) -> BackendError | BackendUnavailable:
+        if status in (401, 403):
+            return BackendUnavailable(f"--backend openai: {url} " + KEY_REFUSED.format(status=status))
+        return HTTPStatusError(f"--backend openai: POST {url}: HTTP {status}: {detail}", status, detail)
+
+    async def _extension(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         """POST to a vLLM-only endpoint; a server without it gets an error naming the need."""
         try:
-            return self._post(f"{self.root}{path}", body)
+            return await self._post(f"{self.root}{path}", body)
         except HTTPStatusError as exc:
             if exc.status in (404, 405):
                 raise BackendError(
@@ -287,23 +347,11 @@ class OpenAIBackend(Backend):
                 ) from None
             raise
 
-    def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """fn over items on the pool, results in order; the first failure cancels the rest."""
-        futures = [self.pool.submit(fn, item) for item in items]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for f in pending:
-            f.cancel()
-        for f in futures:
-            if f.done() and not f.cancelled() and f.exception() is not None:
-                raise f.exception()
-        return [f.result() for f in futures]
-
     # ----- generation -------------------------------------------------------------------
 
     def _generate(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Sample]]:
-        return self._map(
-            lambda job: self._generate_one(*job), list(zip(prompts, params, strict=True))
-        )
+        jobs = list(zip(prompts, params, strict=True))
+        return self._runner.run(bounded_map(lambda job: self._generate_one(*job), jobs, self._limit))
 
     def _sampling_body(self, p: SamplingParams) -> dict[str, Any]:
         """vLLM's names, every sampling field always sent.
@@ -330,11 +378,8 @@ class OpenAIBackend(Backend):
             body["seed"] = p.seed
         return body
 
-    def _generate_one(self, prompt: Prompt, p: SamplingParams) -> list[Sample]:
-        if p.temperature <= 0 and p.n > 1:
-            # vLLM refuses n>1 with greedy sampling; greedy samples are all alike: ask once, copy.
-            one = self._generate_one(prompt, replace(p, n=1))[0]
-            return [replace(one) for _ in range(p.n)]
+    async def _generate_one(self, prompt: Prompt, p: SamplingParams) -> list[Sample]:
+        """One request (Backend.generate already asks greedy requests for one sample)."""
         body = self._sampling_body(p)
         chat = prompt.raw is None and not prompt.prefill
         if chat:
@@ -343,17 +388,25 @@ class OpenAIBackend(Backend):
                 body["chat_template_kwargs"] = {"enable_thinking": prompt.enable_thinking}
             url = f"{self.base_url}/chat/completions"
         else:
-            body["prompt"] = self._render(prompt)
+            body["prompt"] = await self._render(prompt)
             body["add_special_tokens"] = False  # the rendered text already holds its specials
             url = f"{self.base_url}/completions"
-        try:
-            data = self._post(url, body)
-        except HTTPStatusError as exc:
-            if exc.status == 400 and "context length" in exc.detail:
-                # As hf and vllm do: a prompt with no room left yields empty "length" samples.
-                return [Sample(text="", finish_reason="length", tokens=0) for _ in range(p.n)]
-            raise
-        return self._samples(data, p.n, chat)
+        data = await self._post_within_context(url, body)
+        return _too_long(p.n) if data is None else self._samples(data, p.n, chat)
+
+    async def _post_within_context(self, url: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """POST a generation; None when the prompt does not fit the model's context."""
+        for _ in range(2):
+            try:
+                return await self._post(url, body)
+            except HTTPStatusError as exc:
+                room = context_room(exc.detail) if exc.status == 400 else None
+                if room is None:
+                    raise
+                if not 0 < room < body["max_tokens"]:
+                    return None
+                body = {**body, "max_tokens": room}  # the prompt fits: ask for what is left
+        return None
 
     def _samples(self, data: dict[str, Any], n: int, chat: bool) -> list[Sample]:
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
@@ -381,7 +434,7 @@ class OpenAIBackend(Backend):
 
     # ----- rendering and tokens through the server --------------------------------------
 
-    def _render(self, prompt: Prompt) -> str:
+    async def _render(self, prompt: Prompt) -> str:
         """The full text the model reads before it writes, as ChatRenderer.render gives it."""
         if prompt.raw is not None:
             return prompt.raw + prompt.prefill
@@ -392,37 +445,39 @@ class OpenAIBackend(Backend):
         }
         if prompt.enable_thinking is not None:
             body["chat_template_kwargs"] = {"enable_thinking": prompt.enable_thinking}
-        ids = self._extension("/tokenize", body, "a prefill or a score")["tokens"]
-        text = self._extension(
-            "/detokenize", {"model": self.model, "tokens": ids}, "a prefill or a score"
-        )["prompt"]
+        ids = (await self._extension("/tokenize", body, "a prefill or a score"))["tokens"]
+        detok = {"model": self.model, "tokens": ids}
+        text = (await self._extension("/detokenize", detok, "a prefill or a score"))["prompt"]
         return text + prompt.prefill
 
-    def _tokenize(self, text: str) -> list[int]:
+    async def _tokenize(self, text: str) -> list[int]:
         body = {"model": self.model, "prompt": text, "add_special_tokens": False}
-        return list(self._extension("/tokenize", body, "scoring")["tokens"])
+        return list((await self._extension("/tokenize", body, "scoring"))["tokens"])
 
     # ----- scoring ----------------------------------------------------------------------
 
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]:
-        heads = self._map(self._render_ids, prompts)
+        return self._runner.run(self._score(prompts, candidates))
+
+    async def _score(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[list[float]]:
+        heads = await bounded_map(self._render_ids, prompts, self._limit)
         jobs = [(head, cand) for head in heads for cand in candidates]
-        flat = self._map(lambda job: self._score_one(*job), jobs)
+        flat = await bounded_map(lambda job: self._score_one(*job), jobs, self._limit)
         k = len(candidates)
         return [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
 
-    def _render_ids(self, prompt: Prompt) -> tuple[str, list[int]]:
-        text = self._render(prompt)
-        return text, self._tokenize(text)
+    async def _render_ids(self, prompt: Prompt) -> tuple[str, list[int]]:
+        text = await self._render(prompt)
+        return text, await self._tokenize(text)
 
-    def _score_one(self, head: tuple[str, list[int]], reply: str) -> float:
+    async def _score_one(self, head: tuple[str, list[int]], reply: str) -> float:
         """Summed log P(reply tokens | prompt), split as ChatRenderer.encode_with_reply does."""
         text, prompt_ids = head
-        full = self._tokenize(text + reply)
+        full = await self._tokenize(text + reply)
         reply_ids = (
             full[len(prompt_ids) :]
             if full[: len(prompt_ids)] == prompt_ids
-            else self._tokenize(reply)
+            else await self._tokenize(reply)
         )
         if not reply_ids:
             return 0.0
@@ -433,7 +488,7 @@ class OpenAIBackend(Backend):
             "temperature": 0.0,
             "prompt_logprobs": 0,  # the logprob of each prompt token itself
         }
-        data = self._post(f"{self.base_url}/completions", body)
+        data = await self._post(f"{self.base_url}/completions", body)
         plp = (data.get("choices") or [{}])[0].get("prompt_logprobs") or data.get("prompt_logprobs")
         if not plp:
             raise BackendError(
@@ -443,8 +498,15 @@ class OpenAIBackend(Backend):
         return sum(float(plp[start + j][str(tok)]["logprob"]) for j, tok in enumerate(reply_ids))
 
     def close(self) -> None:
-        pool, client = getattr(self, "pool", None), getattr(self, "client", None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        if client is not None:
-            client.close()
+        """Close the connections and the loop; never waits on a request (they are cancelled)."""
+        runner, client = getattr(self, "_runner", None), getattr(self, "client", None)
+        self.client = None
+        if runner is None or runner.loop.is_closed():
+            return
+        try:
+            if client is not None:
+                runner.run(asyncio.wait_for(client.close(), CANCEL_GRACE))
+        except Exception:  # closing the pool is best effort; the loop goes either way
+            pass
+        finally:
+            runner.close()

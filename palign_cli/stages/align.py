@@ -92,10 +92,11 @@ class AlignStats:
 
 
 def choose(samples: list[dict[str, Any]], verify: bool) -> dict[str, Any] | None:
-    """The first verified sample; without verification, the first that finished."""
+    """The first verified sample; without verification, the first that finished ("stop":
+    neither cut by --max-tokens nor a prompt that did not fit the context)."""
     if verify:
         return next((s for s in samples if s["verified"]), None)
-    return next((s for s in samples if s["finish_reason"] != "length"), None)
+    return next((s for s in samples if s["finish_reason"] == "stop"), None)
 
 
 def grade_samples(
