@@ -100,7 +100,7 @@ class BackendOptions:
     base_url: str | None = opt(None, help="openai: the server, e.g. http://127.0.0.1:8000/v1.", panel=ENGINE_PANEL, envvar="OPENAI_BASE_URL")
     max_concurrency: int = opt(32, help="openai: requests in flight at once.", panel=ENGINE_PANEL, min=1)
     request_timeout: float = opt(600.0, help="openai: seconds one request may take.", panel=ENGINE_PANEL, min=0.1)
-    max_retries: int = opt(6, help="openai: retries of a failed request (backoff doubles, 30 s at most, Retry-After honoured).", panel=ENGINE_PANEL, min=0)
+    max_retries: int = opt(6, help="openai: retries of a failed request (waits double from 0.5 s to 10 s; Retry-After honoured). Raise it to wait out a restarting server.", panel=ENGINE_PANEL, min=0)
     # engine-only settings (--engine-opt KEY=VALUE), checked against the engine's own list
     data_parallel_size: int = 1  # vllm
     enforce_eager: bool = False  # vllm
