@@ -1,8 +1,11 @@
 """Peak memory of reading and re-writing JSONL through palign's record I/O, by file size.
 
-Each size runs in a fresh subprocess (so peak RSS is its own): stream every record through
-StageIO (parse, id, field checks) and write it back with the stage writer, in batches of 256.
-Memory must stay flat as the file grows; the printed ratio is peak(largest) / peak(smallest).
+Each size runs in fresh subprocesses (so peak RSS is their own): stream every record through
+StageIO (parse, type checks, id, the duplicate-id check) and write it back with the stage
+writer, in batches of 256; then run again over the finished output ("resume"): every finished
+record's input digest is loaded and verified against the input before anything is skipped.
+Memory must stay flat as the file grows (8-byte digests per id, never the records or ids);
+the printed ratio is peak(largest) / peak(smallest).
 
     python benchmarks/bench_records_memory.py [--sizes 10000,100000,1000000]
 """
@@ -25,6 +28,7 @@ with StageIO(inp, out, stage="bench", config={}, required={"question": ("questio
     for batch in io.batches(256):
         io.write({**r.data, "seen": True} for r in batch)
     n = io.sink.written
+    n = n or io.skipped
 print(n, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -45,18 +49,21 @@ def main() -> None:
         for n in sizes:
             inp, out = os.path.join(d, f"in{n}.jsonl"), os.path.join(d, f"out{n}.jsonl")
             make_file(inp, n)
-            res = subprocess.run([sys.executable, "-c", CHILD, inp, out], capture_output=True, text=True, check=True)
-            written, secs, rss_kb = res.stdout.split()
-            assert int(written) == n
             mb = os.path.getsize(inp) / 2**20
-            rows.append((n, mb, float(secs), int(rss_kb) / 1024))
+            for phase in ("fresh", "resume"):
+                res = subprocess.run([sys.executable, "-c", CHILD, inp, out], capture_output=True, text=True, check=True)
+                done, secs, rss_kb = res.stdout.split()
+                assert int(done) == n
+                rows.append((phase, n, mb, float(secs), int(rss_kb) / 1024))
             os.remove(inp)
             os.remove(out)
-    print(f"{'records':>10} {'file MiB':>9} {'seconds':>8} {'rec/s':>9} {'peak RSS MiB':>13}")
-    for n, mb, secs, rss in rows:
-        print(f"{n:>10} {mb:>9.1f} {secs:>8.2f} {n / secs:>9.0f} {rss:>13.1f}")
-    print(f"peak RSS ratio largest/smallest file: {rows[-1][3] / rows[0][3]:.2f} "
-          f"(file grew {rows[-1][0] / rows[0][0]:.0f}x)")
+    print(f"{'run':>7} {'records':>10} {'file MiB':>9} {'seconds':>8} {'rec/s':>9} {'peak RSS MiB':>13}")
+    for phase, n, mb, secs, rss in rows:
+        print(f"{phase:>7} {n:>10} {mb:>9.1f} {secs:>8.2f} {n / secs:>9.0f} {rss:>13.1f}")
+    for phase in ("fresh", "resume"):
+        mine = [r for r in rows if r[0] == phase]
+        print(f"{phase}: peak RSS ratio largest/smallest file: {mine[-1][4] / mine[0][4]:.2f} "
+              f"(file grew {mine[-1][1] / mine[0][1]:.0f}x)")
 
 
 if __name__ == "__main__":

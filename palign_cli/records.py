@@ -331,15 +331,21 @@ def same_file(a: str, b: str) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
+# Flags of an id in the table: finished in the output, seen in this run's input, and (while
+# verifying a resume) found in the input with an unchanged digest.
+DONE, SEEN, MATCHED = 1, 2, 4
+
+
 @dataclass
 class Finished:
-    """What the output already holds: a digest table of (source, id) -> digest of the input roles."""
+    """The ids of a run in one table: those the output already holds (with a digest of the input
+    roles each was made from) and those this run's input has shown so far."""
 
-    table: DigestTable = field(default_factory=DigestTable)
+    table: DigestTable = field(default_factory=lambda: DigestTable(values=False))
     count: int = 0
 
     def __contains__(self, key: int) -> bool:
-        return key in self.table
+        return bool(self.table.flags(key) & DONE)
 
     def __len__(self) -> int:
         return self.count
@@ -425,15 +431,16 @@ class JsonlSink:
     def _recover(self, path: Path) -> None:
         """Load what is finished (a digest per id), after cutting a torn last line."""
         cut_torn_line(path)
+        self.done = Finished(DigestTable(values=True, expected=count_lines(str(path)) or 0))
         for lineno, obj in read_output(path, what="output being resumed"):
             rid = obj.get(self.id_field)
             if rid is None:
                 continue
             source = str(obj.get(self.source_field, "")) if self.source_field else ""
             key = id_key(source, str(rid))
-            if key in self.done.table:
+            if key in self.done:
                 raise InputError(str(path), lineno, f"id {rid!r} appears twice in the output being resumed; use --overwrite to start over", field=self.id_field)
-            self.done.table.put(key, input_digest(obj, self.roles))
+            self.done.table.put(key, input_digest(obj, self.roles), DONE)
             self.done.count += 1
 
     def write(self, records: Iterable[Mapping[str, Any]]) -> None:
@@ -577,6 +584,8 @@ class StageIO:
             self._spooled: list[Any] = []
             if len(self.sink.done):
                 self._verify_finished()
+            else:  # sized for the input up front where it is a file: no rehashing on the way
+                self.sink.done.table = DigestTable(values=False, expected=self.total() or 0)
         except BaseException:
             self.sink.close()
             raise
@@ -634,18 +643,19 @@ class StageIO:
     def _key(self, path: str, rid: str) -> int:
         return id_key(self.source_name(path) if self.source_field else "", rid)
 
-    def _records(self, path: str, on_invalid: OnInvalid | None) -> Iterator[Record]:
+    def _records(self, name: str, path: str, on_invalid: OnInvalid | None) -> Iterator[Record]:
         """The records of one input with duplicate ids caught (bad input: both lines named)."""
-        seen = DigestTable(values=False)
+        table = self.sink.done.table
         for rec in read_records(path, id_field=self.id_field, required=self.required, optional=self.optional, on_invalid=on_invalid):
-            key = id_key("", rec.id)
-            if key in seen:
-                err = InputError(display_name(path), rec.line, f"repeats id {rec.id!r} of {self._first_line(path, rec)}; ids must be unique", field=self.id_field)
+            key = self._key(name, rec.id)
+            if table.flags(key) & SEEN:
+                err = InputError(display_name(name), rec.line, f"repeats id {rec.id!r} of {self._first_line(path, rec)}; ids must be unique", field=self.id_field)
                 if on_invalid is None:
                     raise err
                 on_invalid(err, dumps(rec.data))
                 continue
-            seen.put(key)
+            table.put(key, flags=SEEN)
+            rec.source = name
             yield rec
 
     def _first_line(self, path: str, dup: Record) -> str:
@@ -667,20 +677,22 @@ class StageIO:
         first spooled to a temporary file, so memory stays flat).
         """
         matched = 0
+        table = self.sink.done.table
         for i, (name, path) in enumerate(zip(self.inputs, self._read_paths)):
             if path == STDIO:
                 path = self._read_paths[i] = self._spool_stdin()
-            for rec in self._records(path, on_invalid=lambda err, raw: None):
+            for rec in read_records(path, id_field=self.id_field, required=self.required, optional=self.optional, on_invalid=lambda err, raw: None):
                 key = self._key(name, rec.id)
-                stored = self.sink.done.table.get(key)
-                if stored is None:
+                flags = table.flags(key)
+                if not flags & DONE or flags & MATCHED:
                     continue
-                if stored != input_digest(rec.data, self.roles):
+                if table.get(key) != input_digest(rec.data, self.roles):
                     names = "/".join(sorted(self.roles))
                     raise ConfigMismatch(
                         f"{display_name(name)}:{rec.line}: record {rec.id!r} changed since it was processed into "
                         f"{self.output} (its {names} differ); --overwrite to start over, or another -o"
                     )
+                table.put(key, flags=MATCHED)
                 matched += 1
         missing = len(self.sink.done) - matched
         if missing:
@@ -700,8 +712,7 @@ class StageIO:
 
     def pending(self) -> Iterator[Record]:
         for name, path in zip(self.inputs, self._read_paths):
-            for rec in self._records(path, on_invalid=self.rejects):
-                rec.source = name
+            for rec in self._records(name, path, on_invalid=self.rejects):
                 if not self.shard.owns(rec.id):
                     continue
                 if self._key(name, rec.id) in self.sink.done:
