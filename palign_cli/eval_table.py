@@ -45,3 +45,34 @@ def build_table(rows: list[dict[str, Any]], avg: dict[str, Any]):
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
+
+
+# What build_table reads of each summary row (besides the pass@K columns).
+TABLE_FIELDS = ("name", "n_problems", "n_samples", "mean_acc", "truncated_share", "mean_output_tokens",
+                "timeouts", "possible_false_negatives", "ungradable_golds")
+
+
+def read_summary(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows and the average of an eval `--summary` file, checked: `palign run` ends with
+    this table even when nothing was left to run, so the file is read back, not remembered."""
+    import orjson
+
+    from palign_cli.errors import InputError
+
+    try:
+        with open(path, "rb") as f:
+            data = orjson.loads(f.read())
+    except OSError as exc:
+        raise InputError(path, None, f"cannot be read ({exc.strerror})") from None
+    except orjson.JSONDecodeError as exc:
+        raise InputError(path, None, f"is not valid JSON ({exc}); delete it and rerun to grade again") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict) or not isinstance(data.get("average"), dict):
+        raise InputError(path, None, "is not an eval summary (expected an object with 'files' and 'average')")
+    rows = list(data["files"].values())
+    for where, row in [*((f"files.{k}", v) for k, v in data["files"].items()), ("average", data["average"])]:
+        if not isinstance(row, dict):
+            raise InputError(path, None, "is not an object", field=where)
+        missing = [k for k in TABLE_FIELDS if k not in row]
+        if missing:
+            raise InputError(path, None, f"lacks {', '.join(missing)} (written by another palign version?)", field=where)
+    return rows, data["average"]
