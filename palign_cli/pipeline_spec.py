@@ -148,23 +148,33 @@ def _check(path: str, doc: Any, commands: Mapping[str, Any], say) -> Pipeline | 
     model = _text(doc, "model", "a model path or name", say)
     backend = _text(doc, "backend", "an engine name", say, required=False)
     data = _data(doc, base, say)
+    rendered, engine, infer_model = _options(doc, data, commands, say)
+    if run_dir is None or model is None or data is None:
+        return None
+    return Pipeline(
+        path=path, run_dir=_resolve(base, run_dir), model=resolve_model(base, model),
+        backend=backend or "auto", cots=data[0], benchmarks=data[1], engine=engine,
+        sections=rendered, infer_model=resolve_model(base, infer_model) if infer_model else None,
+    )
+
+
+def _options(doc: Mapping[str, Any], data: tuple[str | None, dict[str, str]] | None,
+             commands: Mapping[str, Any], say):
+    """Each stage section and the engine section rendered as flags; infer's own model apart."""
     sections = {s: _mapping(doc, s, f"a mapping of palign {s}'s options", say) for s in STAGES}
-    engine = _mapping(doc, "engine", "a mapping of engine options", say)
     infer_model = sections["infer"].pop("model", None)
     if infer_model is not None and not isinstance(infer_model, str):
         say(f"infer.model: expected a model path or name, got {kind(infer_model)}")
         infer_model = None
     rendered = {s: _render(s, sections[s], options_of(commands[s]), say) for s in STAGES}
-    used = _engine_stages(data)
-    engine_opts = [(s, options_of(commands[s])) for s in used]
-    engine_flags = _render("engine", engine, _common([o for _, o in engine_opts]), say, engine_opts)
-    if run_dir is None or model is None or data is None:
-        return None
-    return Pipeline(
-        path=path, run_dir=_resolve(base, run_dir), model=resolve_model(base, model),
-        backend=backend or "auto", cots=data[0], benchmarks=data[1], engine=engine_flags,
-        sections=rendered, infer_model=resolve_model(base, infer_model) if infer_model else None,
-    )
+    engine_opts = [(s, options_of(commands[s])) for s in _engine_stages(data)]
+    engine = _render("engine", _mapping(doc, "engine", "a mapping of engine options", say),
+                     _common([o for _, o in engine_opts]), say, engine_opts)
+    train_flags = [f for flags in rendered["train"].values() for f in flags]
+    if data and data[0] and data[1] and infer_model is None and "--no-merge" in train_flags:
+        say("train.merge: false leaves no model in run_dir/train/model for infer to read; drop it, "
+            "or give infer: model: explicitly")
+    return rendered, engine, infer_model
 
 
 def _engine_stages(data: tuple[str | None, dict[str, str]] | None) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,8 +46,8 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not raw.strip():
                 continue
             try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
+                obj = _loads(raw)
+            except ValueError:
                 if not raw.endswith(b"\n"):
                     return  # a torn last line of a stage still in progress
                 raise InputError(str(path), lineno, "is not valid JSON") from None
@@ -56,14 +56,23 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, obj
 
 
+def _loads(raw: bytes) -> Any:
+    """orjson, and the standard parser for what Python's json.dumps writes beyond JSON: a
+    diverged training run logs `"loss": NaN`, which is a gap in the plot, not a bad file."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def _number(rec: dict[str, Any], key: str, where: tuple[Path, int], lo: float | None = None,
             hi: float | None = None) -> float | None:
     value = rec.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(str(where[0]), where[1], f"is not a number: {value!r}", field=key)
-    if lo is not None and hi is not None and not lo <= value <= hi:
+    if lo is not None and hi is not None and not lo <= value <= hi:  # (NaN is out of range too)
         raise InputError(str(where[0]), where[1], f"is not between {lo:g} and {hi:g}: {value!r}", field=key)
     return float(value)
 

@@ -138,6 +138,9 @@ def _with(**changes):
         (_with(eval={"overwrite": True}), "eval.overwrite: set by palign run"),
         (_with(engine={"dtyp": "float32"}), "engine.dtyp: not an option of palign infer"),
         (_with(data={"benchmarks": {"a": "nope.jsonl"}}), "data.benchmarks.a: no such file"),
+        (_with(data={"cots": str(ROOT / "data/demo/cots.jsonl"), "benchmarks": GOOD["data"]["benchmarks"]},
+               train={"merge": False}), "train.merge: false leaves no model in run_dir/train/model"),
+        (_with(model="./no-model-here"), "model: no such model directory"),
         (_with(data={"cots": "missing_cots.jsonl"}), "data.cots: no such file"),
     ],
 )

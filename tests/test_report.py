@@ -126,3 +126,12 @@ def test_a_torn_last_line_of_a_running_stage_is_skipped(tmp_path):
     result = runner.invoke(app, ["report", str(run)])
     assert result.exit_code == 0, result.output
     assert "10 problems, mean prefix ratio 0.55" in (run / "report.html").read_text()
+
+
+def test_a_diverged_training_log_with_nan_loss_is_plotted_not_refused(tmp_path):
+    run = fake_run(tmp_path)
+    with open(run / "train" / "out" / "trainer_log.jsonl", "a") as f:
+        f.write('{"current_steps": 6, "loss": NaN}\n')  # what Python's json.dumps writes
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    assert 'alt="training loss"' in (run / "report.html").read_text()

@@ -111,8 +111,13 @@ def _write_report(run_dir: str) -> None:
     except ImportError:
         _say("report: not written (palign report needs matplotlib: pip install 'palign[report]')")
         return
+    from palign_cli.errors import PalignError
     from palign_cli.report import build_report
 
     out = Path(run_dir) / "report.html"
-    out.write_text(build_report(run_dir), encoding="utf-8")
+    try:
+        out.write_text(build_report(run_dir), encoding="utf-8")
+    except (PalignError, OSError) as exc:  # the run itself is done: say so, and why no page
+        _say(f"warning: report not written ({exc})")
+        return
     _say(f"report: {out}")
