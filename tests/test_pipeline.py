@@ -409,3 +409,56 @@ def test_a_second_run_on_the_same_run_dir_is_refused(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {tmp_path / 'run'} is in use by another palign run (pid {os.getpid()}); wait for it to finish"
     assert not (tmp_path / "run" / ".palign" / "steps").exists()
+
+
+def test_hf_inputs_are_known_by_spec_and_cached_snapshot(tmp_path, monkeypatch):
+    """An hf: input is its spec plus the snapshot the hub cache holds (a dataset saved to disk:
+    its files), so a new snapshot reruns the step that reads it."""
+    from palign_cli import provenance
+    from palign_cli.pipeline import Source, Step
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    ref = tmp_path / "hub" / "datasets--org--bench" / "refs" / "main"
+    ref.parent.mkdir(parents=True)
+    ref.write_text("aaaa\n")
+    out = tmp_path / "out.jsonl"
+    step = Step("infer", "infer:h", ("-i", "hf:org/bench@test", "-o", str(out)), (),
+                (Source("hf:org/bench@test", "data", "data.benchmarks.h"),), None, (str(out),), str(out))
+    first = provenance.decide(str(tmp_path), [step], [step])[0]
+    assert first.components["inputs"] == {"hf:org/bench@test": {"spec": "hf:org/bench@test", "snapshot": "aaaa"}}
+    provenance.started(str(tmp_path), first)
+    out.write_text("{}\n")
+    provenance.finished(str(tmp_path), first)
+    assert provenance.decide(str(tmp_path), [step], [step])[0].action == "skip"
+    ref.write_text("bbbb\n")
+    changed = provenance.decide(str(tmp_path), [step], [step])[0]
+    assert (changed.action, changed.why) == ("fresh", "input hf:org/bench@test changed")
+
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "data-00000.arrow").write_bytes(b"rows")
+    before = provenance.identity(Source(f"hf:{saved}", "data", "x"))
+    (saved / "data-00000.arrow").write_bytes(b"other rows")
+    assert provenance.identity(Source(f"hf:{saved}", "data", "x")) != before
+
+
+def test_a_file_an_option_names_is_an_input(tmp_path):
+    """infer's --prompt-template (or truncate's --judge-prompt, train's --config) is read by
+    the stage: editing the file reruns the step, as editing a data file does."""
+    from palign_cli import provenance
+
+    template = tmp_path / "prompt.txt"
+    template.write_text("Solve: {question}")
+    spec = _with(infer={"prompt_template": str(template)})
+    pipeline, problems = load(str(write_pipeline(tmp_path, spec)), stage_commands())
+    assert problems == []
+    step = plan(pipeline)[0]
+    assert str(template) in [s.path for s in step.inputs]
+    first = provenance.decide(str(tmp_path / "run"), [step], [step])[0]
+    provenance.started(str(tmp_path / "run"), first)
+    Path(step.outputs[0]).parent.mkdir(parents=True)
+    Path(step.outputs[0]).write_text("{}\n")
+    provenance.finished(str(tmp_path / "run"), first)
+    template.write_text("Think, then solve: {question}")
+    again = provenance.decide(str(tmp_path / "run"), [step], [step])[0]
+    assert (again.action, again.why) == ("fresh", f"input {template} changed")
