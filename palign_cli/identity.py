@@ -67,12 +67,13 @@ def local_model_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def hub_snapshot(name: str) -> str | None:
-    """The commit of the cached snapshot of a hub model (what `from_pretrained` would load)."""
+def hub_snapshot(name: str, repo_type: str = "model") -> str | None:
+    """The commit of the cached snapshot of a hub model (what `from_pretrained` would load),
+    or of a hub dataset with `repo_type="dataset"`."""
     cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
         os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub"
     )
-    ref = Path(cache) / f"models--{name.replace('/', '--')}" / "refs" / "main"
+    ref = Path(cache) / f"{repo_type}s--{name.replace('/', '--')}" / "refs" / "main"
     try:
         return ref.read_text().strip() or None
     except OSError:
@@ -99,6 +100,17 @@ def model_identity(model: str) -> dict[str, Any]:
         return {"model": name, "digest": digest}
     commit = hub_snapshot(model)
     return {"model": name, "digest": f"hub:{commit}" if commit else None}
+
+
+def dataset_identity(spec: str) -> dict[str, Any]:
+    """An `hf:NAME[:CONFIG][@SPLIT]` input: the spec, plus the cached snapshot's commit for a
+    hub dataset (None when none is cached), or a digest of the files of one saved to disk."""
+    from palign_cli.sources import parse_hf_spec
+
+    name = parse_hf_spec(spec)[0]
+    if Path(name).expanduser().is_dir():
+        return {"spec": spec, "digest": local_model_digest(Path(name).expanduser())}
+    return {"spec": spec, "snapshot": hub_snapshot(name, "dataset")}
 
 
 def canonical(obj: Any) -> bytes:

@@ -1,125 +1,107 @@
 """`palign run`: the five stages from one YAML, each as its own `palign` process.
 
 Each stage runs as a subprocess of the same executable with flags built from its YAML section
-(the keys are the stage's own flags, so nothing here knows a stage's internals and an unknown
-key fails exactly as a mistyped flag would). A separate process per stage also gives every
-stage a clean GPU: vLLM does not reliably release memory within one process.
+(the keys are the stage's own flags, checked against its real command before anything runs,
+see pipeline_spec.py). A separate process per stage also gives every stage a clean GPU: vLLM
+does not reliably release memory within one process.
 
-A stage that finished is recorded in RUN_DIR/.done/STAGE.json with its command line and the
-size and mtime of its inputs; a rerun skips it while both are unchanged. A stage that did not
-finish simply runs again and resumes its own output.
+The run is an incremental build, as Make, DVC and Snakemake users expect: every step knows
+what it reads (`Source`s: data files, the model, files earlier steps write) and what it
+writes, and provenance.py decides from those what to skip, resume or redo from scratch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from palign_cli.errors import UsageError
+from palign_cli.pipeline_spec import ENGINE_STAGES, STAGES, Pipeline, check_value
 
-STAGES = ("truncate", "align", "train", "infer", "eval")
-RESTARTABLE = {"truncate", "align", "infer", "eval"}
-TOP_KEYS = {"run_dir", "model", "backend", "engine", "data", *STAGES}
+TRAIN_STATE = "palign-train.json"  # train rewrites it first thing on every start (stages/train.py)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Something a step reads. `kind` says how to know it again: "data" (a file or an hf:
+    spec), "model" (a directory or hub name), "file" (a file an option names)."""
+
+    path: str
+    kind: str
+    where: str  # how the YAML names it (data.cots, model), for messages
+    made_by: str | None = None  # the step that writes it, if one does
 
 
 @dataclass(frozen=True)
 class Step:
     stage: str
     name: str  # "infer:aime24" for per-benchmark steps
-    argv: tuple[str, ...]
-    inputs: tuple[str, ...]
+    base: tuple[str, ...]  # the options palign run sets: files, model, run directory
+    options: tuple[str, ...]  # the YAML's: engine and the stage's own section
+    inputs: tuple[Source, ...]
+    model: Source | None
+    outputs: tuple[str, ...]
+    marker: str  # what a fresh start of the stage rewrites before anything else
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return (self.stage, *self.base, *self.options)
 
 
-def load_pipeline(path: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read pipeline ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({exc})") from None
-    unknown = set(spec) - TOP_KEYS
-    if unknown:
-        raise UsageError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
-    for key in ("run_dir", "model", "data"):
-        if key not in spec:
-            raise UsageError(f"{path}: missing key '{key}'")
-    base = Path(path).absolute().parent  # not resolve(): configs/ may be a symlink
-    spec["run_dir"] = _resolve(base, spec["run_dir"])
-    data = spec["data"]
-    if "cots" in data:
-        data["cots"] = _resolve(base, data["cots"])
-    data["benchmarks"] = {k: _resolve(base, v) for k, v in (data.get("benchmarks") or {}).items()}
-    # A path (./x, ../x, /x, ~/x) is relative to this file; anything else is a hub name.
-    if str(spec["model"]).startswith((".", "/", "~")) or Path(_resolve(base, spec["model"])).exists():
-        spec["model"] = _resolve(base, spec["model"])
-    return spec
-
-
-def _resolve(base: Path, value: str) -> str:
-    return value if value.startswith("hf:") else os.path.normpath(base / os.path.expanduser(value))
-
-
-def flags(options: Mapping[str, Any] | None) -> list[str]:
-    """YAML keys to CLI flags: `max_tokens: 64` -> --max-tokens 64; true -> bare flag.
-
-    A false value writes nothing (the flag's default); to switch a default off use the flag's
-    negative name: `no_verify: true` -> --no-verify.
-    """
-    out: list[str] = []
-    for key, value in (options or {}).items():
-        flag = "--" + str(key).replace("_", "-")
-        if value is True:
-            out.append(flag)
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, list):
-            for item in value:
-                out += [flag, str(item)]
-        else:
-            out += [flag, str(value)]
-    return out
-
-
-def plan(spec: Mapping[str, Any]) -> list[Step]:
-    run = Path(spec["run_dir"])
-    engine = ["--backend", spec.get("backend", "auto"), *flags(spec.get("engine"))]
-    model = spec["model"]
-    trunc, aligned, train_dir = run / "truncate.jsonl", run / "align.jsonl", run / "train"
+def plan(p: Pipeline) -> list[Step]:
+    """Every step of the pipeline, in order, wired file to file."""
+    run = Path(p.run_dir)
+    engine = ("--backend", p.backend, *p.flags("engine"))
+    base_model = Source(p.model, "model", "model")
+    trunc, aligned, train_dir = str(run / "truncate.jsonl"), str(run / "align.jsonl"), run / "train"
     steps = []
-    if "cots" in spec["data"]:
-        cots = spec["data"]["cots"]
-        steps.append(Step("truncate", "truncate", ("truncate", "-i", cots, "-o", str(trunc), "--model", model,
-                                                   *engine, *flags(spec.get("truncate"))), (cots,)))
-        steps.append(Step("align", "align", ("align", "-i", str(trunc), "-o", str(aligned), "--model", model,
-                                             *engine, *flags(spec.get("align"))), (str(trunc),)))
-        steps.append(Step("train", "train", ("train", "-i", str(aligned), "--model", model, "--run-dir", str(train_dir),
-                                             *flags(spec.get("train"))), (str(aligned),)))
-        student = str(train_dir / "model")
+    if p.cots:
+        opts = {s: (*engine, *p.flags(s)) if s in ENGINE_STAGES else p.flags(s) for s in STAGES}
+        steps += [
+            _step("truncate", "truncate", ("-i", p.cots, "-o", trunc, "--model", p.model), opts["truncate"],
+                  [Source(p.cots, "data", "data.cots")], base_model, (trunc,)),
+            _step("align", "align", ("-i", trunc, "-o", aligned, "--model", p.model), opts["align"],
+                  [Source(trunc, "data", "truncate", "truncate")], base_model, (aligned,)),
+            _step("train", "train", ("-i", aligned, "--model", p.model, "--run-dir", str(train_dir)), opts["train"],
+                  [Source(aligned, "data", "align", "align")], base_model, (str(train_dir / "model"),),
+                  marker=str(train_dir / TRAIN_STATE)),
+        ]
+        student = Source(str(train_dir / "model"), "model", "train", "train")
     else:
-        student = model
-    infer_opts = dict(spec.get("infer") or {})
-    student = infer_opts.pop("model", student)
+        student = base_model
+    if p.infer_model:
+        student = Source(p.infer_model, "model", "infer.model")
     graded = []
-    for name, path in spec["data"]["benchmarks"].items():
-        out = run / "infer" / f"{name}.jsonl"
-        steps.append(Step("infer", f"infer:{name}", ("infer", "-i", path, "-o", str(out), "--model", student,
-                                                     *engine, *flags(infer_opts)), (path,)))
-        graded.append(str(out))
+    for name, path in p.benchmarks.items():
+        out = str(run / "infer" / f"{name}.jsonl")
+        steps.append(_step("infer", f"infer:{name}", ("-i", path, "-o", out, "--model", student.path),
+                           (*engine, *p.flags("infer")), [Source(path, "data", f"data.benchmarks.{name}")],
+                           student, (out,)))
+        graded.append(Source(out, "data", f"infer:{name}", f"infer:{name}"))
     if graded:
-        inputs = [x for g in graded for x in ("-i", g)]
-        steps.append(Step("eval", "eval", ("eval", *inputs, "-o", str(run / "graded.jsonl"),
-                                           "--summary", str(run / "summary.json"), *flags(spec.get("eval"))),
-                          tuple(graded)))
+        out, summary = str(run / "graded.jsonl"), str(run / "summary.json")
+        base = (*(x for g in graded for x in ("-i", g.path)), "-o", out, "--summary", summary)
+        steps.append(_step("eval", "eval", base, p.flags("eval"), graded, None, (out, summary)))
     return steps
+
+
+def _step(stage: str, name: str, base: tuple[str, ...], options: tuple[str, ...], inputs: list[Source],
+          model: Source | None, outputs: tuple[str, ...], marker: str | None = None) -> Step:
+    return Step(stage, name, base, tuple(options), (*inputs, *_option_files(stage, options)), model,
+                outputs, marker or outputs[0])
+
+
+def _option_files(stage: str, options: Sequence[str]) -> list[Source]:
+    """Files an option names (a judge prompt, a LLaMA-Factory config): their content is an
+    input too. Paths are as the stage sees them, relative to where palign run is started."""
+    values = [v for v in options if not v.startswith("-")]
+    return [Source(os.path.abspath(v), "file", f"a {stage} option") for v in dict.fromkeys(values) if os.path.isfile(v)]
 
 
 def select(steps: list[Step], start: str | None, until: str | None) -> list[Step]:
@@ -131,53 +113,70 @@ def select(steps: list[Step], start: str | None, until: str | None) -> list[Step
     return [s for s in steps if lo <= STAGES.index(s.stage) <= hi]
 
 
-def fingerprint(step: Step) -> str:
-    state = {"argv": step.argv, "inputs": [_stat(p) for p in step.inputs]}
-    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
-
-
-def _stat(path: str) -> list[Any]:
-    p = Path(path)
-    if not p.exists():
-        return [path, None]
-    if p.is_dir():
-        return [path, "dir"]
-    st = p.stat()
-    return [path, st.st_size, st.st_mtime_ns]
-
-
-def marker(run_dir: str, step: Step) -> Path:
-    return Path(run_dir) / ".done" / f"{step.name.replace(':', '__')}.json"
-
-
-def is_done(run_dir: str, step: Step) -> bool:
-    m = marker(run_dir, step)
-    return m.exists() and json.loads(m.read_text()).get("fingerprint") == fingerprint(step)
-
-
-def changed_since_done(run_dir: str, step: Step) -> bool:
-    m = marker(run_dir, step)
-    return m.exists() and tuple(json.loads(m.read_text()).get("argv", ())) != step.argv
-
-
-def run_steps(
-    spec: Mapping[str, Any], steps: list[Step], say: Callable[[str], None], force: bool = False
-) -> int:
-    """Run each step not already done; stop at the first failure and return its exit code."""
-    Path(spec["run_dir"]).mkdir(parents=True, exist_ok=True)
+def check_values(p: Pipeline, steps: Sequence[Step], commands: Mapping[str, Any]) -> list[str]:
+    """Every key's value parsed by the stage's own command, as the stage will parse it."""
+    problems: list[str] = []
+    first = {}
     for step in steps:
-        if not force and is_done(spec["run_dir"], step):
-            say(f"== {step.name}: done earlier with the same options and inputs; skipped")
+        first.setdefault(step.stage, step)
+    for stage, step in first.items():
+        command = commands[stage]
+        checks = [(f"{stage}.{k}", flags) for k, flags in p.sections.get(stage, {}).items()]
+        if stage in ENGINE_STAGES:
+            checks += [("backend", ("--backend", p.backend))]
+            checks += [(f"engine.{k}", flags) for k, flags in p.engine.items()]
+        for where, flags in checks:
+            message = check_value(command, stage, step.base, flags)
+            if message is not None:
+                problems.append(f"{p.path}: {where}: {message}")
+    return list(dict.fromkeys(problems))
+
+
+def check_files(p: Pipeline, steps: Sequence[Step], chosen: Sequence[Step]) -> list[str]:
+    """What the chosen steps read must be there: data files, a local model, and the files of
+    earlier steps that this run will not make."""
+    from palign_cli.sources import is_hf_spec, parse_hf_spec
+
+    names = {s.name for s in chosen}
+    problems = []
+    if Path(p.run_dir).exists() and not Path(p.run_dir).is_dir():
+        problems.append(f"run_dir: {p.run_dir} is not a directory")
+    for step in chosen:
+        for src in (*step.inputs, *([step.model] if step.model else [])):
+            if src.made_by:
+                if src.made_by not in names and not os.path.exists(src.path):
+                    problems.append(f"{step.name} reads {src.path}, which step {src.made_by} has not made yet; "
+                                    f"run it first (drop --from)")
+            elif src.kind == "data" and is_hf_spec(src.path):
+                try:
+                    parse_hf_spec(src.path)
+                except UsageError as exc:
+                    problems.append(f"{src.where}: {exc}")
+            elif src.kind == "data" and not os.path.isfile(src.path):
+                problems.append(f"{src.where}: no such file: {src.path}")
+            elif src.kind == "model" and os.path.isabs(src.path) and not os.path.exists(src.path):
+                problems.append(f"{src.where}: no such model directory: {src.path}")
+    return [f"{p.path}: {x}" for x in dict.fromkeys(problems)]
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return "palign " + shlex.join(argv)
+
+
+def run_steps(decisions: Sequence[Any], run_dir: str, say: Callable[[str], None]) -> int:
+    """Run each step not skipped, recording it; stop at the first failure and return its code."""
+    from palign_cli import provenance
+
+    for d in decisions:
+        if d.action == "skip":
+            say(f"== {d.step.name}: skipped (done earlier with the same options, inputs and model)")
             continue
-        argv = list(step.argv)
-        if changed_since_done(spec["run_dir"], step) and step.stage in RESTARTABLE:
-            argv.append("--overwrite")  # the user changed this stage's options: redo it fresh
-        say(f"== {step.name}: palign {' '.join(argv)}")
-        code = subprocess.call([sys.executable, "-m", "palign_cli", *argv], env=os.environ.copy())
+        say(f"== {d.step.name}: run: {d.why}")
+        say("   " + command_line(d.argv))
+        provenance.started(run_dir, d)
+        code = subprocess.call([sys.executable, "-m", "palign_cli", *d.argv], env=os.environ.copy())
         if code != 0:
-            say(f"== {step.name} failed with exit code {code}; rerun `palign run` to resume it")
+            say(f"== {d.step.name} failed with exit code {code}; rerun `palign run` to resume it")
             return code
-        m = marker(spec["run_dir"], step)
-        m.parent.mkdir(parents=True, exist_ok=True)
-        m.write_text(json.dumps({"fingerprint": fingerprint(step), "argv": step.argv}, indent=2))
+        provenance.finished(run_dir, d)
     return 0

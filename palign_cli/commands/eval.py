@@ -73,9 +73,10 @@ def command(
 
 def _show(report: Any, cfg: Any, summary: str | None) -> None:
     from palign_cli import console
+    from palign_cli.eval_table import build_table, print_table
     from palign_cli.records import write_json
 
-    _print_table(_table(report.rows, report.average))
+    print_table(build_table(report.rows, report.average))
     for row in report.rows:
         for key, skipped in row["skipped_for_k"].items():
             if skipped:
@@ -98,44 +99,3 @@ def _check_paths(inputs: list[str], output: str, summary: str | None) -> None:
         raise UsageError("the same -i file is given twice")
     if summary and any(p != "-" and (p == summary or (os.path.exists(summary) and same_file(summary, p))) for p in [*files, output]):
         raise UsageError(f"--summary {summary} would overwrite an input or the output")
-
-
-def _print_table(table: Any) -> None:
-    """On a terminal, at its width; piped or logged stderr has no width of its own, so give
-    the table room there instead of rich's default 80 columns."""
-    from rich.console import Console
-
-    from palign_cli import console
-
-    out = console.err if console.err.is_terminal else Console(stderr=True, highlight=False, width=200)
-    out.print(table)
-
-
-def _table(rows: list[dict[str, Any]], avg: dict[str, Any]):
-    """One row per benchmark and an average row, like the paper's Table 1 (scores in %)."""
-    from rich import box
-    from rich.table import Table
-
-    ks = sorted({key for r in rows for key in r if key.startswith("pass@")}, key=lambda s: int(s[5:]))
-    table = Table(title="palign eval (scores in %)", title_justify="left", box=box.SIMPLE_HEAD)
-    for name in ["benchmark", "problems", "samples", *ks, "acc", "cut", "tokens", "timeouts", "maybe FN", "bad gold"]:
-        if name == "benchmark":  # long file names fold rather than lose their ends
-            longest = max(len(r["name"]) for r in rows + [avg])
-            table.add_column(name, overflow="fold", min_width=min(longest, 24))
-        else:
-            table.add_column(name, justify="right", min_width=5)
-    shown = rows + [avg] if len(rows) > 1 else rows
-    for i, r in enumerate(shown):
-        table.add_row(
-            r["name"], str(r["n_problems"]), str(r["n_samples"]),
-            *(_pct(r.get(key)) for key in ks),
-            _pct(r["mean_acc"]), _pct(r["truncated_share"]),
-            "-" if r["mean_output_tokens"] is None else f"{r['mean_output_tokens']:.0f}",
-            str(r["timeouts"]), str(r["possible_false_negatives"]), str(r["ungradable_golds"]),
-            end_section=i == len(rows) - 1,
-        )
-    return table
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
