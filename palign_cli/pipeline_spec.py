@@ -147,6 +147,11 @@ def _check(path: str, doc: Any, commands: Mapping[str, Any], say) -> Pipeline | 
     run_dir = _text(doc, "run_dir", "a directory path", say)
     model = _text(doc, "model", "a model path or name", say)
     backend = _text(doc, "backend", "an engine name", say, required=False)
+    if backend is not None:
+        from palign_cli.backends import names
+
+        if backend not in ("auto", *names()):
+            say(f"backend: {backend!r} is not one of auto, {', '.join(names())}")
     data = _data(doc, base, say)
     rendered, engine, infer_model = _options(doc, data, commands, say)
     if run_dir is None or model is None or data is None:
