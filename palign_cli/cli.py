@@ -25,30 +25,63 @@ app = typer.Typer(
 )
 
 
-def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn domain errors into a one-line message and their exit code (2 for bad input).
+# Exits and usage errors Typer (and click under it) handle themselves.
+PASS_THROUGH: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, typer.TyperException)
+try:
+    import click as _click
 
-    With PALIGN_DEBUG=1 the traceback is shown instead. Ctrl-C exits 130 and says how to resume:
-    output written so far is complete records only.
+    PASS_THROUGH += (_click.exceptions.Exit, _click.exceptions.Abort, _click.ClickException)
+except ImportError:  # Typer >= 0.17 vendors its own click
+    pass
+
+
+def guarded(fn: Callable[..., Any], resumes: bool = True) -> Callable[..., Any]:
+    """Turn every failure into one line on stderr and an exit code; never a raw traceback.
+
+    Domain errors keep their code (2 for bad input). Operating-system errors (a read-only or
+    full disk, `-o` naming a directory) name the path and reason and exit 1; outputs are
+    written a whole record at a time, so for a stage that resumes the line says a rerun does.
+    Anything else is a bug: one line, and PALIGN_DEBUG=1 shows the traceback (as it does for
+    every error above). Ctrl-C exits 130 and says how to resume.
     """
     from palign_cli.errors import PalignError
+
+    rerun = "; rerun the same command to resume" if resumes else ""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from palign_cli import console
 
+        def fail(message: str, code: int) -> typer.Exit:
+            console.err.print(f"error: {message}", style="red", markup=False, highlight=False, soft_wrap=True)
+            return typer.Exit(code)
+
         try:
             return fn(*args, **kwargs)
-        except PalignError as exc:
-            if os.environ.get("PALIGN_DEBUG") == "1":
-                raise
-            console.err.print(f"error: {exc}", style="red", markup=False)
-            raise typer.Exit(exc.exit_code) from None
+        except PASS_THROUGH:
+            raise
         except KeyboardInterrupt:
             console.err.print("interrupted: rerun the same command to resume", markup=False)
             raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("PALIGN_DEBUG") == "1":
+                raise
+            if isinstance(exc, PalignError):
+                raise fail(str(exc), exc.exit_code) from None
+            if isinstance(exc, OSError):
+                raise fail(describe_os_error(exc) + rerun, 1) from None
+            what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise fail(f"unexpected {what.splitlines()[0]} (a bug in palign; rerun with PALIGN_DEBUG=1 "
+                       "for the traceback)", 1) from None
 
     return wrapper
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`PATH: reason` in one line, as the shell's own tools say it."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 def _version(value: bool) -> None:
@@ -71,7 +104,8 @@ def _register() -> None:
     from palign_cli.commands import align, eval, infer, report, run, tiny, train, truncate
 
     for module in (truncate, align, train, infer, eval, run, report, tiny):
-        app.command(module.NAME, help=module.command.__doc__)(guarded(module.command))
+        resumes = module in (truncate, align, train, infer, eval, run)
+        app.command(module.NAME, help=module.command.__doc__)(guarded(module.command, resumes))
 
 
 _register()

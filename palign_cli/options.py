@@ -104,6 +104,7 @@ class IOOptions:
     overwrite: bool = opt(False, "--overwrite", help="Start fresh instead of resuming an existing output.", panel=IO_PANEL)
     shard: str | None = opt(None, "--shard", help="Process only shard I of N (split by id); outputs concatenate.", panel=IO_PANEL, metavar="I/N")
     skip_invalid: bool = opt(False, "--skip-invalid", help="Set bad records aside in OUTPUT.rejects.jsonl and go on.", panel=IO_PANEL)
+    rejects: str | None = opt(None, "--rejects", help="Where --skip-invalid sets bad records aside [default: OUTPUT.rejects.jsonl; ./palign-rejects.jsonl with -o -].", panel=IO_PANEL, metavar="PATH")
     id_field: str = opt("id", help="Field holding the record id.", panel=IO_PANEL)
     batch_size: int = opt(64, help="Records per engine call (and per output flush).", panel=IO_PANEL, min=1)
 

@@ -62,30 +62,62 @@ def iter_hf(spec: str) -> Iterator[tuple[int, dict[str, Any]]]:
         except Exception as exc:  # offline, unknown name, bad config: all one message
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UsageError(f"-i {spec}: cannot load dataset {name!r}: {first}") from None
-    for i, row in enumerate(ds, 1):
-        yield i, dict(row)
+    i = 0
+    try:
+        for i, row in enumerate(ds, 1):
+            yield i, dict(row)
+    except (InputError, UsageError):
+        raise
+    except Exception as exc:  # a shard that fails to download or decode mid-stream
+        raise InputError(spec, i + 1, f"cannot be read: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def iter_parquet(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet  # noqa: F401
     except ImportError:
         raise BackendUnavailable("reading Parquet needs pyarrow: pip install 'palign[datasets]'") from None
+    import pyarrow as pa
+
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for item in batch.to_pylist():
-            row += 1
-            yield row, item
+    try:
+        for batch in _parquet_file(path).iter_batches(batch_size=1024):
+            for item in batch.to_pylist():
+                row += 1
+                yield row, item
+    except (pa.ArrowException, ValueError) as exc:  # a page or column that does not decode
+        raise InputError(path, row + 1, f"is not readable Parquet: {_first_line(exc)}") from None
+
+
+def _parquet_file(path: str) -> Any:
+    """Open a Parquet file; one that is not Parquet (or truncated) is bad input, not a crash."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, ValueError) as exc:
+        raise InputError(path, None, f"is not a valid Parquet file: {_first_line(exc)}") from None
 
 
 def iter_csv(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(f, strict=True)  # a stray quote is an error, not a merged field
         try:
             for item in reader:
+                if None in item:  # more cells than the header names
+                    raise InputError(path, reader.line_num, f"has {len(reader.fieldnames or ()) + len(item[None])} "
+                                     f"cells; the header names {len(reader.fieldnames or ())}")
                 yield reader.line_num, dict(item)
         except UnicodeDecodeError:
             raise InputError(path, reader.line_num + 1, "is not valid UTF-8") from None
+        except csv.Error as exc:
+            raise InputError(path, reader.reader.line_num, f"is not valid CSV: {exc}") from None
 
 
 def iter_json(path: str) -> Iterator[tuple[int, Any]]:
@@ -110,9 +142,7 @@ def iter_json(path: str) -> Iterator[tuple[int, Any]]:
 def count_rows(spec: str) -> int | None:
     """Rows in a non-JSONL source when cheap to know (Parquet metadata), else None."""
     if kind_of(spec) == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(spec).metadata.num_rows
+        return _parquet_file(spec).metadata.num_rows
     return None
 
 

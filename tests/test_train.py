@@ -252,6 +252,19 @@ def test_unchecked_records_only_on_request(student, tmp_path):
     assert len(lines(tmp_path / "run" / "sft.jsonl")) == 4
 
 
+def test_unchecked_without_a_finished_sample_counted_once(student, tmp_path):
+    """--no-verify records with no finished sample: with --include-unchecked they are neither
+    'never checked' (they were taken in) nor 'not verified': one count, said once."""
+    recs = aligned_records(3)
+    for r in recs:
+        r["verified"], r["target"] = None, None
+    inp = write_jsonl(tmp_path / "unfinished.jsonl", recs)
+    result = dry(inp, student, tmp_path / "run", "--include-unchecked")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {inp}: no usable record (3 records, 0 used, 0 not verified, "
+                                     "3 never checked and with no finished sample, 0 over cutoff_len 16384)")
+
+
 @pytest.mark.parametrize("mutate,message", [
     (lambda r: r.update(target=""), ":2: field 'target' is missing or empty in a verified record"),
     (lambda r: r.pop("verified"), ":2: field 'verified' is missing (is this `palign align` output?)"),

@@ -62,7 +62,7 @@ def open_io(stage: StageRun, io: IOOptions, engine: EngineSpec | None) -> Any:
         io.input, io.output, stage=stage.name, config=stage.config.fingerprint(),
         defaults=type(stage.config).defaults(), model=model,
         required=stage.required, optional=stage.optional, id_field=io.id_field,
-        overwrite=io.overwrite, shard=Shard.parse(io.shard), skip_invalid=io.skip_invalid,
+        overwrite=io.overwrite, shard=Shard.parse(io.shard), skip_invalid=io.skip_invalid, rejects=io.rejects,
         source_field=stage.source_field, source_name=stage.source_name,
     )
 
@@ -87,6 +87,6 @@ def run_stage(stage: StageRun, io_options: IOOptions, engine: EngineSpec | None)
     if stage.report is not None:
         stage.report(stats)
     console.info(stage.summary(stats, io))
-    if io.rejected and io_options.output == "-":
+    if io.rejected and (io_options.output == "-" or io_options.rejects):
         console.info(f"{io.rejected} rejected record(s) set aside in {io.rejects.path}")
     return stats

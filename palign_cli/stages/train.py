@@ -107,7 +107,8 @@ class DatasetStats:
     records: int = 0
     used: int = 0
     unverified: int = 0
-    unchecked: int = 0
+    unchecked: int = 0  # --no-verify records left out (no --include-unchecked)
+    unfinished: int = 0  # --no-verify records taken in, but no sample finished: no target
     too_long: int = 0
     max_tokens: int = 0
     total_tokens: int = 0
@@ -311,12 +312,12 @@ def select_rows(req: TrainRequest, stats: DatasetStats) -> Iterable[dict[str, st
         if verified is None:
             if "verified" not in rec.data:
                 raise InputError(display_name(path), rec.line, "is missing (is this `palign align` output?)", field="verified")
-            stats.unchecked += 1
             if not req.include_unchecked:
+                stats.unchecked += 1
                 continue
         target = rec.fields.get("target")
         if verified is None and target is None:
-            stats.unverified += 1  # --no-verify, and no sample finished: nothing to train on
+            stats.unfinished += 1  # --no-verify, and no sample finished: nothing to train on
             continue
         if not isinstance(target, str) or not target.strip():
             raise InputError(display_name(path), rec.line, "is missing or empty in a verified record", field="target")
@@ -471,6 +472,8 @@ def describe(stats: DatasetStats, cutoff_len: int) -> str:
     parts = [f"{stats.records} records", f"{stats.used} used", f"{stats.unverified} not verified"]
     if stats.unchecked:
         parts.append(f"{stats.unchecked} never checked (align --no-verify; see --include-unchecked)")
+    if stats.unfinished:
+        parts.append(f"{stats.unfinished} never checked and with no finished sample")
     parts.append(f"{stats.too_long} over cutoff_len {cutoff_len}")
     return ", ".join(parts)
 
