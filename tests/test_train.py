@@ -353,6 +353,22 @@ def test_resume_refuses_other_settings_and_resumes_from_the_last_checkpoint(alig
     assert (run / "ckpt" / "checkpoint-4").exists()  # a dry run deletes nothing
 
 
+def test_a_rebuilt_base_model_is_not_resumed(aligned, student, tmp_path):
+    """Issue 10: the base model rebuilt at the same path is another model; a checkpoint of the
+    old one is not resumed on it."""
+    from palign_cli.tiny_model import build_tiny_model
+
+    run = tmp_path / "run"
+    assert dry(aligned, student, run).exit_code == 0
+    (run / "ckpt" / "checkpoint-2").mkdir(parents=True)
+    (run / "ckpt" / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    build_tiny_model(student, seed=7)
+    result = dry(aligned, student, run)
+    assert result.exit_code == 2
+    assert "was trained with another version of the base model" in result.stderr
+    assert dry(aligned, student, run, "--overwrite").exit_code == 0
+
+
 def test_finished_run_is_not_trained_again(aligned, student, tmp_path):
     run = tmp_path / "run"
     cli = fake_cli(tmp_path, 0)

@@ -24,6 +24,7 @@ import yaml
 
 from palign_cli import __version__, llamafactory
 from palign_cli.errors import ConfigMismatch, InputError, UsageError
+from palign_cli.identity import model_identity
 from palign_cli.prompts import SOLVE_PROMPT, solve_prompt
 from palign_cli.records import display_name, field_names, read_records
 
@@ -401,6 +402,8 @@ def check_resume(paths: RunPaths, fingerprint: Mapping[str, Any], overwrite: boo
         return
     if previous.get("dataset_sha256") != fingerprint["dataset_sha256"]:
         what = "different training data (the input's verified records changed)"
+    elif previous.get("base_model") != fingerprint["base_model"] and previous.get("train") == fingerprint["train"]:
+        what = "another version of the base model (its files changed since: rebuilt or retrained)"
     else:
         what = f"a different config ({_diff(previous['train'], fingerprint['train'])})"
     raise ConfigMismatch(
@@ -432,7 +435,8 @@ def prepare(req: TrainRequest, cli: Path | None) -> TrainPlan:
         tmp.unlink(missing_ok=True)
         raise UsageError(f"{display_name(req.input)}: no usable record ({describe(stats, cfg['cutoff_len'])})")
     merge = req.merge and cfg["finetuning_type"] in ADAPTER_TYPES
-    fingerprint = {"train": dict(cfg), "dataset_sha256": stats.sha256, "merge": merge}
+    base = model_identity(str(model))  # a base model rebuilt at the same path is another model
+    fingerprint = {"train": dict(cfg), "dataset_sha256": stats.sha256, "merge": merge, "base_model": base["digest"]}
     check_resume(paths, fingerprint, req.overwrite, req.dry_run)
     os.replace(tmp, paths.dataset)
     _write_atomic(paths.dataset_info, orjson.dumps(dataset_info(), option=orjson.OPT_INDENT_2))
