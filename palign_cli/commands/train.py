@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from palign_cli import options as o
+from palign_cli.config import opt
 from palign_cli.options import EngineChoice, Group, IOOptions, field_group, with_groups
 
 NAME = "train"
@@ -20,46 +21,29 @@ class FinetuningType(str, Enum):
     full = "full"
 
 
-@with_groups(io=Group(IOOptions(), only=("input",)), fields=field_group("question"), engine=Group(EngineChoice(), only=("model",)))
-def command(
-    run_dir: Annotated[
-        Path, typer.Option("--run-dir", help="Run directory: data, train.yaml, LoRA adapter (ckpt/), the trained student (model/).", rich_help_panel=o.IO_PANEL)
-    ],
-    finetuning_type: Annotated[
-        FinetuningType | None, typer.Option("--finetuning-type", help="lora (the paper's) or full. [default: lora]", rich_help_panel=LF_PANEL)
-    ] = None,
-    template: Annotated[
-        str | None, typer.Option("--template", help="LLaMA-Factory chat template name. Default: parse the student's own chat template, the one `palign infer` uses.", rich_help_panel=LF_PANEL)
-    ] = None,
-    cutoff_len: Annotated[
-        int | None, typer.Option("--cutoff-len", min=1, help="Max tokens per row; longer rows are dropped and counted. [default: 16384]", rich_help_panel=LF_PANEL)
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override any train.yaml key (YAML-typed value); repeatable.", rich_help_panel=LF_PANEL)
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="Base LLaMA-Factory YAML instead of configs/llamafactory_{lora,full}.yaml.", rich_help_panel=LF_PANEL)
-    ] = None,
-    deepspeed: Annotated[
-        Path | None, typer.Option("--deepspeed", metavar="CONFIG", help="DeepSpeed JSON config; runs through torchrun (FORCE_TORCHRUN=1).", rich_help_panel=LF_PANEL)
-    ] = None,
-    merge: Annotated[
-        bool, typer.Option("--merge/--no-merge", help="LoRA: merge the adapter into RUN/model, a plain model every backend loads.", rich_help_panel=LF_PANEL)
-    ] = True,
-    llamafactory_cli: Annotated[
-        str | None, typer.Option("--llamafactory-cli", help="The llamafactory-cli to run [default: $PALIGN_LLAMAFACTORY_CLI, else PATH].", rich_help_panel=LF_PANEL)
-    ] = None,
-    include_unchecked: Annotated[
-        bool, typer.Option("--include-unchecked", help="Also train on records `palign align --no-verify` left unchecked (verified: null).", rich_help_panel=o.IO_PANEL)
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Delete RUN's checkpoints and train from scratch instead of resuming.", rich_help_panel=o.IO_PANEL)
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Write and check the files, print the commands on stdout, run nothing.")
-    ] = False,
-    **groups,
-) -> None:
+@dataclass(frozen=True)
+class TrainFlags:
+    """palign train's own flags: the run directory and what goes into LLaMA-Factory's YAML."""
+
+    run_dir: Path = opt(..., "--run-dir", help="Run directory: data, train.yaml, LoRA adapter (ckpt/), the trained student (model/).", panel=o.IO_PANEL)
+    finetuning_type: FinetuningType | None = opt(None, "--finetuning-type", help="lora (the paper's) or full. [default: lora]", panel=LF_PANEL)
+    template: str | None = opt(None, "--template", help="LLaMA-Factory chat template name. Default: parse the student's own chat template, the one `palign infer` uses.", panel=LF_PANEL)
+    cutoff_len: int | None = opt(None, "--cutoff-len", help="Max tokens per row; longer rows are dropped and counted. [default: 16384]", panel=LF_PANEL, min=1)
+    set_: list[str] | None = opt(None, "--set", help="Override any train.yaml key (YAML-typed value); repeatable.", panel=LF_PANEL, metavar="KEY=VALUE")
+    config: Path | None = opt(None, "--config", help="Base LLaMA-Factory YAML instead of configs/llamafactory_{lora,full}.yaml.", panel=LF_PANEL)
+    deepspeed: Path | None = opt(None, "--deepspeed", help="DeepSpeed JSON config; runs through torchrun (FORCE_TORCHRUN=1).", panel=LF_PANEL, metavar="CONFIG")
+    merge: bool = opt(True, "--merge/--no-merge", help="LoRA: merge the adapter into RUN/model, a plain model every backend loads.", panel=LF_PANEL)
+    llamafactory_cli: str | None = opt(None, "--llamafactory-cli", help="The llamafactory-cli to run [default: $PALIGN_LLAMAFACTORY_CLI, else PATH].", panel=LF_PANEL)
+    include_unchecked: bool = opt(False, "--include-unchecked", help="Also train on records `palign align --no-verify` left unchecked (verified: null).", panel=o.IO_PANEL)
+    overwrite: bool = opt(False, "--overwrite", help="Delete RUN's checkpoints and train from scratch instead of resuming.", panel=o.IO_PANEL)
+    dry_run: bool = opt(False, "--dry-run", help="Write and check the files, print the commands on stdout, run nothing.")
+
+
+@with_groups(
+    io=Group(IOOptions(), only=("input",)), fields=field_group("question"), engine=Group(EngineChoice(), only=("model",)),
+    flags=Group(TrainFlags()),
+)
+def command(**groups) -> None:
     """Fine-tune the student on the verified targets with LLaMA-Factory.
 
     Writes RUN/sft.jsonl (alpaca form; the instruction is exactly the prompt `palign infer`
@@ -83,15 +67,16 @@ def command(
         prepare,
     )
 
-    input, model, question_field = groups["io"].input, groups["engine"].model, groups["fields"].question_field
-    cli = llamafactory.find_cli(llamafactory_cli) if dry_run else llamafactory.require_cli(llamafactory_cli)
+    f: TrainFlags = groups["flags"]
+    dry_run = f.dry_run
+    cli = llamafactory.find_cli(f.llamafactory_cli) if dry_run else llamafactory.require_cli(f.llamafactory_cli)
     req = TrainRequest(
-        input=input, model=model, run_dir=run_dir,
-        finetuning_type=finetuning_type.value if finetuning_type else None,
-        config_file=str(config) if config else None, template=template, cutoff_len=cutoff_len,
-        deepspeed=str(deepspeed) if deepspeed else None, overrides=tuple(set_ or ()),
-        question_field=question_field, include_unchecked=include_unchecked, merge=merge,
-        overwrite=overwrite, dry_run=dry_run,
+        input=groups["io"].input, model=groups["engine"].model, run_dir=f.run_dir,
+        finetuning_type=f.finetuning_type.value if f.finetuning_type else None,
+        config_file=str(f.config) if f.config else None, template=f.template, cutoff_len=f.cutoff_len,
+        deepspeed=str(f.deepspeed) if f.deepspeed else None, overrides=tuple(f.set_ or ()),
+        question_field=groups["fields"].question_field, include_unchecked=f.include_unchecked, merge=f.merge,
+        overwrite=f.overwrite, dry_run=dry_run,
     )
     plan = prepare(req, cli)
     stats = plan.stats
