@@ -32,6 +32,7 @@ import orjson
 from palign_cli.errors import UsageError
 from palign_cli.identity import canonical, dataset_identity, file_digest, model_identity
 from palign_cli.pipeline import Source, Step
+from palign_cli.records import write_atomic
 
 KEY_VERSION = 1
 STATE_DIR = ".palign"
@@ -193,11 +194,7 @@ def finished(run_dir: str, d: Decision) -> None:
 def _write(run_dir: str, d: Decision, **state: Any) -> None:
     record = {"key": d.key, "build": d.build, **state, "command": list(d.argv),
               "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "components": d.components}
-    path = record_path(run_dir, d.step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
-    os.replace(tmp, path)
+    write_atomic(record_path(run_dir, d.step), orjson.dumps(record, option=orjson.OPT_INDENT_2))
 
 
 @contextlib.contextmanager

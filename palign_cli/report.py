@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import orjson
 
 from palign_cli.errors import InputError, UsageError
+from palign_cli.records import read_output
 
 CURVES_SHOWN = 6
 RUN_FILES = ("truncate.jsonl", "align.jsonl", "train", "infer", "summary.json", "graded.jsonl")
@@ -38,31 +38,9 @@ def check_run_dir(run: Path) -> None:
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each line. (JSONL reading will move to records.py.)"""
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = _loads(raw)
-            except ValueError:
-                if not raw.endswith(b"\n"):
-                    return  # a torn last line of a stage still in progress
-                raise InputError(str(path), lineno, "is not valid JSON") from None
-            if not isinstance(obj, dict):
-                raise InputError(str(path), lineno, "is not a JSON object")
-            yield lineno, obj
-
-
-def _loads(raw: bytes) -> Any:
-    """orjson, and the standard parser for what Python's json.dumps writes beyond JSON: a
-    diverged training run logs `"loss": NaN`, which is a gap in the plot, not a bad file."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
+    """(line number, object) of a file of the run, if it exists; stages may still be writing."""
+    if path.exists():
+        yield from read_output(path, what="run", fix="nothing is written until it is fixed", live=True)
 
 
 def _number(rec: dict[str, Any], key: str, where: tuple[Path, int], lo: float | None = None,

@@ -260,20 +260,39 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY, default=str) + b"\n"
 
 
-def read_output(path: str | os.PathLike[str], *, what: str = "output") -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, object) of a JSONL file palign wrote, streamed; a line that is not a JSON object
-    is an InputError naming it (a torn last line is the caller's to cut first)."""
+def read_output(
+    path: str | os.PathLike[str], *, what: str = "output", fix: str = "fix or remove it, or use --overwrite",
+    live: bool = False,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, object) of a JSONL file palign (or a tool it ran) wrote, streamed; a line that is
+    not a JSON object is an InputError naming it.
+
+    A torn last line is the caller's to cut first, unless `live`: a file of a stage still
+    running (read by `palign report`) ends at its last whole line, and `NaN`, which Python's
+    json writes for a diverged training loss, reads as a number rather than a bad line.
+    """
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise InputError(str(path), lineno, f"is not valid JSON in the {what}; fix or remove it, or use --overwrite") from None
+                obj = _loads_lenient(raw) if live else orjson.loads(raw)
+            except ValueError:  # orjson.JSONDecodeError and json's both are
+                if live and not raw.endswith(b"\n"):
+                    return
+                raise InputError(str(path), lineno, f"is not valid JSON in the {what}; {fix}") from None
             if not isinstance(obj, dict):
-                raise InputError(str(path), lineno, f"is not a JSON object in the {what}; fix or remove it, or use --overwrite")
+                raise InputError(str(path), lineno, f"is not a JSON object in the {what}; {fix}")
             yield lineno, obj
+
+
+def _loads_lenient(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        import json
+
+        return json.loads(raw)
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -26,7 +26,7 @@ from palign_cli import __version__, llamafactory
 from palign_cli.errors import ConfigMismatch, InputError, UsageError
 from palign_cli.identity import model_identity
 from palign_cli.prompts import SOLVE_PROMPT, solve_prompt
-from palign_cli.records import display_name, field_names, read_records
+from palign_cli.records import display_name, field_names, read_records, write_atomic
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATASET_NAME = "palign_sft"
@@ -362,12 +362,6 @@ def dataset_info() -> dict[str, Any]:
 # ---------------------------------------------------------------- the run directory
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _yaml(data: Mapping[str, Any]) -> bytes:
     return yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True).encode("utf-8")
 
@@ -439,7 +433,7 @@ def prepare(req: TrainRequest, cli: Path | None) -> TrainPlan:
     fingerprint = {"train": dict(cfg), "dataset_sha256": stats.sha256, "merge": merge, "base_model": base["digest"]}
     check_resume(paths, fingerprint, req.overwrite, req.dry_run)
     os.replace(tmp, paths.dataset)
-    _write_atomic(paths.dataset_info, orjson.dumps(dataset_info(), option=orjson.OPT_INDENT_2))
+    write_atomic(paths.dataset_info, orjson.dumps(dataset_info(), option=orjson.OPT_INDENT_2))
 
     plan = TrainPlan(paths=paths, config=cfg, stats=stats, merge=merge)
     fresh = req.overwrite  # (a dry run has deleted nothing, but plans as if it had)
@@ -452,16 +446,16 @@ def prepare(req: TrainRequest, cli: Path | None) -> TrainPlan:
     if cfg.get("deepspeed"):
         # LLaMA-Factory refuses DeepSpeed unless its launcher goes through torchrun.
         plan.env_added["FORCE_TORCHRUN"] = "1"
-    _write_atomic(paths.train_yaml, _yaml(cfg))
+    write_atomic(paths.train_yaml, _yaml(cfg))
     if merge:
-        _write_atomic(paths.export_yaml, _yaml(export_config(cfg, paths)))
+        write_atomic(paths.export_yaml, _yaml(export_config(cfg, paths)))
     state = {
         "palign_version": __version__,
         "input": str(Path(req.input).absolute()) if req.input != "-" else "-",
         "fingerprint": fingerprint,
         "counts": asdict(stats),
     }
-    _write_atomic(paths.state, orjson.dumps(state, option=orjson.OPT_INDENT_2))
+    write_atomic(paths.state, orjson.dumps(state, option=orjson.OPT_INDENT_2))
     return plan
 
 
