@@ -286,3 +286,23 @@ def test_dev_null_gets_no_meta_file(tiny_model, tmp_path):
     inp = write(tmp_path / "in.jsonl", problems(2))
     assert infer(tiny_model, inp, "/dev/null").exit_code == 0
     assert not Path("/dev/null.meta.json").exists() and not Path("/dev/null.lock").exists()
+
+
+@pytest.mark.parametrize("labels,expected", [
+    (["yes"], "field 'labels'"),
+    ("1", "field 'labels'"),
+    ([1, 0, 1, 1, 1], "field 'labels'"),
+])
+def test_eval_resuming_an_output_with_odd_labels_is_one_line(tmp_path, labels, expected):
+    rows = [{"id": f"p{i}", "question": "q?", "answer": "1", "outputs": ["\\boxed{1}"]} for i in range(3)]
+    inp, out = write(tmp_path / "in.jsonl", rows), tmp_path / "graded.jsonl"
+    assert runner.invoke(app, ["eval", "-i", str(inp), "-o", str(out)]).exit_code == 0
+    graded = [json.loads(x) for x in out.read_text().splitlines()]
+    graded[1]["labels"] = labels
+    out.write_text("".join(json.dumps(r) + "\n" for r in graded))
+    kept = out.read_bytes()
+    result = runner.invoke(app, ["eval", "-i", str(inp), "-o", str(out)])
+    assert result.exit_code == 2
+    line = one_line(result)
+    assert line.startswith(f"error: {out}:2: ") and expected in line, line
+    assert out.read_bytes() == kept
