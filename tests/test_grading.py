@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import orjson
@@ -115,8 +117,8 @@ def test_hard_limit_kills_a_worker_that_no_signal_reaches(monkeypatch):
 
 def test_a_dead_idle_worker_is_replaced(grader):
     victim = grader._pool[0]
-    victim.process.kill()
-    victim.process.wait()
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.stopped(10.0)
     grades = grader.grade([("5", r"\boxed{5}")] * 6)
     assert [g.status for g in grades] == ["ok"] * 6
 
