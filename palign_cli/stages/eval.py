@@ -29,7 +29,6 @@ from typing import Any
 from palign_cli.config import CountCut, Fingerprinted
 from palign_cli.errors import InputError
 from palign_cli.grading import RULES, Grade, Grader, possible_false_negative
-from palign_cli.second_opinion import RULES as SECOND_OPINION_RULES
 from palign_cli.metrics import FileSummary, RecordStats, average, record_pass_at
 from palign_cli.records import (
     STDIO,
@@ -43,6 +42,7 @@ from palign_cli.records import (
     read_output,
 )
 from palign_cli.reporting import NullReporter, ProgressSink
+from palign_cli.second_opinion import RULES as SECOND_OPINION_RULES
 
 SOURCE_FIELD = "source_file"
 OUTPUT_NAMES = ("outputs", "output")
