@@ -17,6 +17,7 @@ yet: a recycled pid is never hit. Deaths chain: palign's death kills the server
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -120,6 +121,9 @@ def run_server(sock_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     sock = socket.socket(fileno=sock_fd)
     _warm_up()
+    # Move everything imported so far out of the collector's reach: a worker's collections then
+    # never write to those objects' headers, so the pages stay shared instead of being copied.
+    gc.freeze()
     sock.sendall(b"R")
     live: set[int] = set()
     while True:
