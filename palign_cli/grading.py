@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any
 
 from palign_cli.answer_forms import last_boxed, normalize_gold, normalize_prediction
@@ -53,6 +53,8 @@ SOFT_SHARE = 0.8
 GOLD_CACHE_SIZE = 4096
 # A worker must be up (math-verify imported) within this many seconds; a loaded machine is slow.
 STARTUP_LIMIT = 120.0
+# Tasks queued per worker: it starts the next as soon as it answers one (see Grader.grade).
+PIPELINE = 2
 # How much of a completion's end `possible_false_negative` looks at (see there).
 ANSWER_TAIL_CHARS = 500
 
@@ -211,27 +213,44 @@ class Grader:
             self._server = None
 
     def grade(self, pairs: Sequence[tuple[str, str] | tuple[str, str, str | None]]) -> list[Grade]:
-        """Grade every (gold, text[, question]) pair; a pair past the time limit comes back as `timeout`."""
+        """Grade every (gold, text[, question]) pair; a pair past the time limit comes back as `timeout`.
+
+        Each worker holds up to `PIPELINE` tasks, so it starts the next one without waiting
+        for the parent to wake up (a sample takes ~3 ms; a round trip on a busy machine is a
+        good share of that). The limit runs for the task a worker is on: from its send, or
+        from the answer to the one before. Longest texts go first, so the last tasks are
+        short and no worker idles at the end while another finishes a long one.
+        """
         self._start()
         tasks = [(p[0], p[1], p[2] if len(p) > 2 else None, self.strict) for p in pairs]
         results: list[Grade | None] = [None] * len(tasks)
-        todo = deque(range(len(tasks)))
-        idle = [w for w in self._pool if w.ready]
+        todo = deque(sorted(range(len(tasks)), key=lambda i: -len(tasks[i][1])))
+        ready = [w for w in self._pool if w.ready]
         starting = {w.rx: w for w in self._pool if not w.ready}
         start_by = time.monotonic() + STARTUP_LIMIT
-        busy: dict[Connection, Worker] = {}
-        while todo or busy:
-            while todo and idle:
-                worker = idle.pop()
-                index = todo.popleft()
-                try:
-                    worker.send(index, tasks[index], time.monotonic() + self.timeout)
-                except (OSError, ValueError):  # it died while idle: replace it, retry the task
-                    todo.appendleft(index)
-                    fresh = self._replace(worker)
-                    starting[fresh.rx] = fresh
-                    continue
-                busy[worker.rx] = worker
+
+        def restart(worker: Worker, status: str) -> None:
+            """The task a worker was on gets `status`; those queued behind it go back first."""
+            nonlocal start_by
+            if worker.inflight:
+                results[worker.inflight.popleft()] = Grade(0, None, status)
+                todo.extendleft(reversed(worker.inflight))
+            ready.remove(worker)
+            fresh = self._replace(worker)
+            starting[fresh.rx] = fresh
+            start_by = time.monotonic() + STARTUP_LIMIT
+
+        while todo or any(w.inflight for w in ready):
+            for worker in list(ready):
+                while todo and len(worker.inflight) < PIPELINE:
+                    index = todo.popleft()
+                    try:
+                        worker.send(index, tasks[index], time.monotonic(), self.timeout)
+                    except (OSError, ValueError):  # it died: replace it, retry its tasks
+                        todo.appendleft(index)
+                        restart(worker, "error")
+                        break
+            busy = {w.rx: w for w in ready if w.inflight}
             if not busy and not starting:
                 break  # nothing left to wait for (only when todo is empty)
             soonest = min([w.deadline for w in busy.values()] + [start_by] * bool(starting))
@@ -239,31 +258,24 @@ class Grader:
                 if conn in starting:
                     worker = starting.pop(conn)  # type: ignore[arg-type]
                     worker.await_ready(0)
-                    idle.append(worker)
+                    ready.append(worker)
                     continue
-                worker = busy.pop(conn)  # type: ignore[arg-type]
+                worker = busy[conn]  # type: ignore[index]
                 try:
-                    index, label, pred, status, flipped_by = worker.rx.recv()
+                    while worker.rx.poll():  # every answer already there
+                        index, label, pred, status, flipped_by = worker.rx.recv()
+                        results[index] = Grade(label, pred, status, flipped_by)
+                        self.timeouts += status == "timeout"
+                        worker.done(index, time.monotonic(), self.timeout)
                 except (EOFError, OSError):  # died mid-task (out of memory, a crash)
-                    results[worker.task] = Grade(0, None, "error")  # type: ignore[index]
-                    fresh = self._replace(worker)
-                    starting[fresh.rx] = fresh
-                    start_by = time.monotonic() + STARTUP_LIMIT
-                    continue
-                results[index] = Grade(label, pred, status, flipped_by)
-                self.timeouts += status == "timeout"
-                idle.append(worker)
+                    restart(worker, "error")
             now = time.monotonic()
             if starting and now >= start_by:
                 raise PalignError(f"grading workers did not start within {STARTUP_LIMIT:.0f} s")
-            for conn, worker in list(busy.items()):
-                if now >= worker.deadline:  # stuck (in C, where no signal reaches): kill it
-                    del busy[conn]
-                    results[worker.task] = Grade(0, None, "timeout")  # type: ignore[index]
+            for worker in list(ready):
+                if worker.inflight and now >= worker.deadline:  # stuck (in C, where no signal reaches): kill it
                     self.timeouts += 1
-                    fresh = self._replace(worker)
-                    starting[fresh.rx] = fresh
-                    start_by = time.monotonic() + STARTUP_LIMIT
+                    restart(worker, "timeout")
         return results  # type: ignore[return-value]
 
 

@@ -25,6 +25,7 @@ import socket
 import struct
 import subprocess
 import sys
+from collections import deque
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -282,8 +283,8 @@ class Worker:
         self.tx = Connection(to_child_w, readable=False)
         self.rx = Connection(from_child_r, writable=False)
         self.ready = False
-        self.task: int | None = None
-        self.deadline = 0.0
+        self.inflight: deque[int] = deque()  # task indices sent, in the order it grades them
+        self.deadline = 0.0  # for the first of them, which it is grading now
 
     @property
     def pid(self) -> int | None:
@@ -305,9 +306,18 @@ class Worker:
             raise PalignError(f"a grading worker said {greeting!r} instead of 'ready'")
         self.ready = True
 
-    def send(self, index: int, task: tuple[Any, ...], deadline: float) -> None:
-        self.task, self.deadline = index, deadline
+    def send(self, index: int, task: tuple[Any, ...], now: float, limit: float) -> None:
+        """Queue a task; the first in flight gets `limit` seconds from now."""
         self.tx.send((index, *task))
+        if not self.inflight:
+            self.deadline = now + limit
+        self.inflight.append(index)
+
+    def done(self, index: int, now: float, limit: float) -> None:
+        """Task `index` came back: the next in flight starts now."""
+        if self.inflight and self.inflight[0] == index:
+            self.inflight.popleft()
+        self.deadline = now + limit
 
     def kill(self) -> None:
         self.server.kill(self.request)
