@@ -148,3 +148,46 @@ def test_possible_false_negative(gold, text, grade, expected):
 
 
 # Agreement with the shared graded files: tests/test_grading_cases.py (the regression guard).
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    until = time.monotonic() + within
+    while time.monotonic() < until:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_workers_are_forks_of_one_warm_server_and_all_end_on_close(monkeypatch):
+    """One interpreter imports math-verify; each worker, and each replacement after a hard
+    timeout, is a fork of it (a fork, not a fresh import). Closing ends them all."""
+    monkeypatch.setattr(grading, "SOFT_SHARE", 100.0)  # only the parent's kill ends the power tower
+    with Grader(workers=2, timeout=1.5) as g:
+        g.grade([("1", "1")] * 2)
+        server = g._server.process.pid
+        first = [w.pid for w in g._pool]
+        assert all(_ppid(pid) == server for pid in first) and len(set(first)) == 2
+        grades = g.grade([("5", POWER_TOWER), ("5", r"\boxed{5}")])
+        assert [gr.status for gr in grades] == ["timeout", "ok"] and g.restarts >= 1
+        now = [w.pid for w in g._pool]
+        assert set(now) != set(first) and all(_ppid(pid) == server for pid in now)
+        assert any(_gone(pid, 2.0) for pid in first)  # the stuck one was killed and reaped
+    assert all(_gone(pid) for pid in [server, *now])
+
+
+def test_killing_the_server_ends_its_workers():
+    """A worker never outlives its server (PR_SET_PDEATHSIG), so nothing is left spinning."""
+    g = Grader(workers=2, timeout=5.0)
+    with g:
+        g.grade([("1", "1")] * 2)
+        pids = [w.pid for w in g._pool]
+        g._server.process.kill()
+        assert all(_gone(pid) for pid in pids)
