@@ -191,3 +191,16 @@ def test_killing_the_server_ends_its_workers():
         pids = [w.pid for w in g._pool]
         g._server.process.kill()
         assert all(_gone(pid) for pid in pids)
+
+
+def test_a_server_without_math_verify_is_a_one_line_error(tmp_path, monkeypatch):
+    """The server imports math-verify; where it cannot, grading stops with the fix, not a hang."""
+    from palign_cli.errors import BackendUnavailable
+
+    stub = tmp_path / "math_verify"
+    stub.mkdir()
+    (stub / "__init__.py").write_text("raise ImportError('no math-verify here')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    with pytest.raises(BackendUnavailable, match=r"pip install 'math-verify"):
+        with Grader(workers=1, timeout=5.0) as g:
+            g.grade([("1", r"\boxed{1}")])
