@@ -15,7 +15,10 @@ end ratio adds each side's start-up: the serial process's imports, palign's fork
 (its imports and warm-up) and forks. The
 labels of both sides must be identical (checked; the run fails otherwise). Rounds alternate
 the two, so load from other users of a shared machine hits both alike; the median ratio is
-the summary. `--reference` also times the reference's plain `verify(parse('$'+gold+'$'),
+the summary. With several workers, each round also measures the ceiling: the serial loop
+split in as many shards, run at once in separate processes. On 2 free cores that is about
+2x; on a machine shared with other work it is what is left, and palign's share of it says how
+much the pool itself costs. `--reference` also times the reference's plain `verify(parse('$'+gold+'$'),
 parse(pred))` loop, for information (its labels differ by design: see grading.py).
 """
 
@@ -84,6 +87,20 @@ def in_fresh_process(loop: str, strict: bool) -> tuple[float, float, float, list
     return result["seconds"], result["cpu"], result["startup"], result["labels"]
 
 
+def ceiling(workers: int, strict: bool) -> float:
+    """What this machine gives `workers` processes right now: the serial loop split in
+    `workers` shards run at once, in fresh processes; the slowest shard's loop time (s)."""
+    cmd = [sys.executable, __file__, "--only", "serial"] + ["--strict"] * strict
+    procs = [subprocess.Popen([*cmd, "--shard", f"{i}/{workers}"], stdout=subprocess.PIPE) for i in range(workers)]
+    times = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise SystemExit("a ceiling shard failed")
+        times.append(orjson.loads(out.splitlines()[-1])["seconds"])
+    return max(times)
+
+
 def _cpu(who: int) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
@@ -110,6 +127,7 @@ def main() -> None:
     parser.add_argument("--strict", action="store_true", help="grade without the second opinion, both sides")
     parser.add_argument("--reference", action="store_true", help="also time the reference's plain math-verify loop")
     parser.add_argument("--only", choices=("serial", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     pairs = load()
@@ -121,6 +139,8 @@ def main() -> None:
 
         grade_pair("1", r"\boxed{1}")  # the lazy parts of sympy and the grammar, as palign's server warms up
         t_import = time.perf_counter() - t_import
+        i, n = (int(x) for x in args.shard.split("/"))
+        pairs = pairs[i::n]
         loop = serial_loop if args.only == "serial" else reference_loop
         t0, c0 = time.perf_counter(), time.process_time()
         labels = loop(pairs, args.strict)
@@ -130,7 +150,7 @@ def main() -> None:
     n = len(pairs)
     print(f"{n} samples; {os.cpu_count()} CPUs visible, {default_workers()} usable; palign workers {workers}; "
           f"load average {os.getloadavg()[0]:.2f}{'; strict' if args.strict else ''}")
-    grading_ratios, e2e_ratios = [], []
+    grading_ratios, e2e_ratios, ceilings = [], [], []
     for r in range(1, args.rounds + 1):
         up, graded, cpu, ours, grader = run_palign(pairs, workers, args.strict)
         print(f"[{r}] palign Grader: {up + graded:.1f} s ({up:.1f} s start-up + {graded:.1f} s grading); "
@@ -143,12 +163,18 @@ def main() -> None:
               f"speed-up {grading_ratios[-1]:.2f}x grading, {e2e_ratios[-1]:.2f}x end to end; labels differing {len(differ)} of {n}")
         if differ:  # a timeout on a loaded machine is the only legitimate cause; say which
             raise SystemExit(f"labels differ at {differ[:10]}: the pool must grade exactly as the serial loop")
+        if workers > 1:
+            shards_s = ceiling(workers, args.strict)
+            ceilings.append(serial_s / shards_s)
+            print(f"[{r}] ceiling: the serial loop in {workers} shards at once: {shards_s:.1f} s, {ceilings[-1]:.2f}x "
+                  f"(what this machine gives {workers} processes now); palign reaches {grading_ratios[-1] / ceilings[-1]:.0%} of it")
         if args.reference:
             ref_s, ref_cpu, _, ref = in_fresh_process("reference", args.strict)
             print(f"[{r}] reference plain math-verify loop: {ref_s:.1f} s; {ref_cpu:.1f} CPU s; "
                   f"palign end to end {ref_s / (up + graded):.2f}x its speed; labels differing {sum(a != b for a, b in zip(ref, ours))} of {n} (by design)")
     print(f"median over {len(grading_ratios)} round(s): palign Grader is {statistics.median(grading_ratios):.2f}x the serial loop "
-          f"grading, {statistics.median(e2e_ratios):.2f}x end to end (each side's start-up included), {workers} workers")
+          f"grading, {statistics.median(e2e_ratios):.2f}x end to end (each side's start-up included), {workers} workers"
+          + (f"; the machine's ceiling for {workers} processes {statistics.median(ceilings):.2f}x" if ceilings else ""))
 
 
 if __name__ == "__main__":
