@@ -30,7 +30,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from palign_cli.answer_forms import normalize_gold, normalize_prediction  # noqa: E402
+from palign_cli.answer_forms import gold_unit, normalize_gold, normalize_prediction  # noqa: E402
 from palign_cli.grading import Grader  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -97,8 +97,8 @@ def forms_touched(rows: list[dict]) -> dict[str, int]:
     """Samples whose gold or boxed answer each answer form rewrote (they apply always)."""
     counts: Counter[str] = Counter()
     for r in rows:
-        gold, gold_forms = normalize_gold(r["gold"])
-        _, pred_forms = normalize_prediction(r["text"], unit_words="unit_words" in gold_forms)
+        _, gold_forms = normalize_gold(r["gold"])
+        _, pred_forms = normalize_prediction(r["text"], unit=gold_unit(r["gold"]))
         counts.update(set(gold_forms) | set(pred_forms))
     return dict(counts)
 

@@ -127,16 +127,29 @@ _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 _UNIT_WORDS = re.compile(
     rf"^(?P<num>{_NUMBER})\s*(?P<unit>[A-Za-z]{{2,}}(?:\s*/\s*[A-Za-z]+|\s+[A-Za-z]{{2,}})*)\s*(?:\^\s*\{{?[23]\}}?)?\.?$"
 )
-# Letter runs that are mathematics, not units, after a number (`2pi`, `3ln`).
-_NOT_UNITS = frozenset({"pi", "sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "mod", "sqrt", "deg"})
+# Letter runs that are mathematics or a time of day, not units, after a number (`2pi`, `3 pm`).
+_NOT_UNITS = frozenset({"pi", "sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "mod", "sqrt", "deg", "am", "pm"})
 
 
-def strip_unit_words(answer: str) -> str:
-    """`10 weeks` -> `10`, `10 cm^2` -> `10`; anything else unchanged (`2pi` stays)."""
+def unit_of(answer: str) -> str | None:
+    """The bare unit words after a number (`10 cm^2` -> `cm^2`), spelled one way, or None."""
     m = _UNIT_WORDS.match(answer.strip())
     if m is None or m.group("unit").split()[0].lower() in _NOT_UNITS:
+        return None
+    tail = answer.strip()[m.end("unit"):].strip().rstrip(".")
+    words = [w.lower().removesuffix("s") if len(w) > 3 else w.lower() for w in re.split(r"\s+", m.group("unit"))]
+    return " ".join(words) + re.sub(r"[\s{}]", "", tail)
+
+
+def strip_unit_words(answer: str, unit: str | None = None) -> str:
+    """`10 weeks` -> `10`, `10 cm^2` -> `10`; anything else unchanged (`2pi` stays).
+
+    With `unit`, only that unit goes (`10 days` stays when the gold says weeks)."""
+    found = unit_of(answer)
+    if found is None or (unit is not None and found != unit):
         return answer
-    return m.group("num")
+    m = _UNIT_WORDS.match(answer.strip())
+    return m.group("num") if m else answer
 
 
 # --- class 2: thousands separators -------------------------------------------------------------
@@ -170,27 +183,34 @@ def drop_dollar_signs(answer: str) -> str:
 # --- the two entry points ----------------------------------------------------------------------
 
 
+_GOLD_STEPS: list[tuple[str, Callable[[str], str]]] = [
+    ("double_escaped", unescape_doubled),
+    ("delimiters", strip_delimiters),
+    ("thousands", drop_thousands_separators),
+]
+
+
 def normalize_gold(gold: str) -> tuple[str, tuple[str, ...]]:
     """The gold as math-verify should see it (before palign's own `$..$`), and the names of
     the shapes that changed it."""
-    steps: list[tuple[str, Callable[[str], str]]] = [
-        ("double_escaped", unescape_doubled),
-        ("delimiters", strip_delimiters),
-        ("thousands", drop_thousands_separators),
-        ("unit_words", strip_unit_words),
-    ]
-    return _apply(gold, steps)
+    return _apply(gold, [*_GOLD_STEPS, ("unit_words", strip_unit_words)])
 
 
-def normalize_prediction(text: str, *, unit_words: bool = False) -> tuple[str, tuple[str, ...]]:
+def gold_unit(gold: str) -> str | None:
+    """The bare unit words the gold ends in (`10 weeks` -> `week`), or None."""
+    return unit_of(_apply(gold, _GOLD_STEPS)[0])
+
+
+def normalize_prediction(text: str, *, unit: str | None = None) -> tuple[str, tuple[str, ...]]:
     """The completion with every `\\boxed{}` content read right, and the names of the shapes
-    that changed it. `unit_words`: the gold had bare unit words, so drop them in boxes too."""
+    that changed it. `unit`: the gold's bare unit words (`unit_of`), dropped in boxes too
+    where a box carries the same unit."""
     steps: list[tuple[str, Callable[[str], str]]] = [
         ("dollar", lambda t: map_boxed(t, drop_dollar_signs)),
         ("thousands", lambda t: map_boxed(t, drop_thousands_separators)),
     ]
-    if unit_words:
-        steps.append(("unit_words", lambda t: map_boxed(t, strip_unit_words)))
+    if unit:
+        steps.append(("unit_words", lambda t: map_boxed(t, lambda box: strip_unit_words(box, unit))))
     return _apply(text, steps)
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
-from palign_cli.answer_forms import last_boxed, normalize_gold, normalize_prediction
+from palign_cli.answer_forms import gold_unit, last_boxed, normalize_gold, normalize_prediction
 from palign_cli.errors import PalignError
 from palign_cli.grading_workers import ForkServer, Worker
 from palign_cli.second_opinion import second_opinion
@@ -127,14 +127,14 @@ def grade_pair(
     entry = cache.get(gold)
     if entry is None:
         norm, forms = normalize_gold(gold)
-        entry = (norm, "unit_words" in forms, parse(f"${norm}$", parsing_timeout=None))  # type: ignore[arg-type]
+        entry = (norm, gold_unit(gold) if "unit_words" in forms else None, parse(f"${norm}$", parsing_timeout=None))  # type: ignore[arg-type]
         if len(cache) >= GOLD_CACHE_SIZE:
             cache.clear()
         cache[gold] = entry
-    norm_gold, gold_units, parsed_gold = entry
+    norm_gold, unit, parsed_gold = entry
     if not parsed_gold:
         return Grade(0, None, "bad_gold")
-    text, _ = normalize_prediction(text, unit_words=gold_units)
+    text, _ = normalize_prediction(text, unit=unit)
     parsed = parse(text, extraction_config=extraction or pred_config(), parsing_timeout=None)  # type: ignore[arg-type]
     if not parsed:
         return Grade(0, None, "no_answer")

@@ -67,6 +67,7 @@ def test_unescape_doubled(gold, expected):
         ("3 sin", "3 sin"),
         (r"10\text{ cm}", r"10\text{ cm}"),  # math-verify reads \text units itself
         ("x + 10 weeks", "x + 10 weeks"),
+        ("3 pm", "3 pm"),  # a time of day, not a unit
     ],
 )
 def test_strip_unit_words(answer, expected):
@@ -115,7 +116,20 @@ def test_prediction_forms_touch_boxes_only():
     text = r"We pay \$58\,500 in total, so \boxed{\$58\,500}."
     assert normalize_prediction(text) == (r"We pay \$58\,500 in total, so \boxed{58500}.", ("dollar", "thousands"))
     assert normalize_prediction(r"\boxed{10 weeks}") == (r"\boxed{10 weeks}", ())
-    assert normalize_prediction(r"\boxed{10 weeks}", unit_words=True) == (r"\boxed{10}", ("unit_words",))
+    assert normalize_prediction(r"\boxed{10 weeks}", unit="week") == (r"\boxed{10}", ("unit_words",))
+    assert normalize_prediction(r"\boxed{10 week}", unit="week") == (r"\boxed{10}", ("unit_words",))
+    assert normalize_prediction(r"\boxed{10 days}", unit="week") == (r"\boxed{10 days}", ())  # another unit stays
+
+
+@pytest.mark.parametrize(
+    "gold,unit",
+    [("10 weeks", "week"), ("10 cm^2", "cm^2"), ("10 cm^{2}", "cm^2"), ("12 square feet", "square feet"),
+     ("3 pm", None), ("3 PM", None), ("10", None), (r"$10 \\text{ weeks}$", None), ("$58\\,500$ dollars", None)],
+)
+def test_gold_unit(gold, unit):
+    from palign_cli.answer_forms import gold_unit
+
+    assert gold_unit(gold) == unit
 
 
 def test_gold_forms_are_named():

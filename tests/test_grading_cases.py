@@ -58,6 +58,7 @@ CASES = [
     ("3", "10 weeks", r"\boxed{10 weeks}", 1, None),  # the gold's own form still matches
     ("3", "12 square feet", r"\boxed{12}", 1, None),
     ("3", "10 weeks", r"\boxed{11}", 0, None),
+
     # 4. a gold escaped twice
     ("4", r"\\frac{1}{2}", r"\boxed{\frac12}", 1, None),
     ("4", r"\\{1,2\\}", r"\boxed{\{2,1\}}", 1, None),  # was 0
