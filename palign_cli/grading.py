@@ -229,11 +229,22 @@ class Grader:
         starting = {w.rx: w for w in self._pool if not w.ready}
         start_by = time.monotonic() + STARTUP_LIMIT
 
+        retried: set[int] = set()
+
         def restart(worker: Worker, status: str) -> None:
-            """The task a worker was on gets `status`; those queued behind it go back first."""
+            """The task a worker was on gets `status`; those queued behind it go back first.
+
+            A worker that died ("error") may have died of something else (killed from
+            outside, or already dead when the task was sent): its task is retried once on a
+            fresh worker, and only a second death on it makes it `error`."""
             nonlocal start_by
             if worker.inflight:
-                results[worker.inflight.popleft()] = Grade(0, None, status)
+                head = worker.inflight.popleft()
+                if status == "error" and head not in retried:
+                    retried.add(head)
+                    worker.inflight.appendleft(head)
+                else:
+                    results[head] = Grade(0, None, status)
                 todo.extendleft(reversed(worker.inflight))
             ready.remove(worker)
             fresh = self._replace(worker)

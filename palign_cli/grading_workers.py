@@ -38,7 +38,7 @@ _PID = struct.Struct("!i")
 _REQUEST = struct.Struct("!cdi")
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """Linux: have the kernel kill this process when its parent dies, even mid-computation
     (a pathological sample would otherwise keep a core busy for minutes after a crash).
     The kernel ties this to the thread that started the process, and a fork clears it, so
@@ -51,6 +51,8 @@ def die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if parent is not None and os.getppid() != parent:  # it died before we asked: go too
+        os._exit(0)
 
 
 # --- the worker (a forked child of the server) ---------------------------------------------------
@@ -69,12 +71,12 @@ def _on_alarm(signum: int, frame: Any) -> None:
         raise SoftTimeout()
 
 
-def serve(rx_fd: int, tx_fd: int, soft_timeout: float) -> None:
+def serve(rx_fd: int, tx_fd: int, soft_timeout: float, parent: int | None = None) -> None:
     """Worker loop: grade (index, gold, text, question, strict) tasks until EOF or None."""
     global _ARMED
     from palign_cli.grading import Grade, grade_pair, pred_config
 
-    die_with_parent()
+    die_with_parent(parent)
     signal.signal(signal.SIGALRM, _on_alarm)
     rx, tx = Connection(rx_fd, writable=False), Connection(tx_fd, readable=False)
     cache: dict[str, Any] = {}
@@ -141,11 +143,12 @@ def run_server(sock_fd: int) -> None:
             os._exit(0)
         op, soft_timeout, pid = _REQUEST.unpack(msg)
         if op == b"F":
+            server = os.getpid()
             pid = os.fork()
             if pid == 0:
                 sock.close()
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                serve(fds[0], fds[1], soft_timeout)
+                serve(fds[0], fds[1], soft_timeout, server)
                 os._exit(0)
             for fd in fds:
                 os.close(fd)

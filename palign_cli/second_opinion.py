@@ -98,7 +98,9 @@ def stated_tolerance(gold: str, pred: str, question: str | None = None) -> bool:
     g, p = _number(_APPROX.sub("", gold)), _number(pred)
     if g is None or p is None:
         return False
-    return abs(g - p) <= Decimal(5) * Decimal(10) ** -(places + 1)
+    # Strictly within half a unit of the stated place: a value exactly between two roundings
+    # (2.55 to the nearest tenth) is left to math-verify.
+    return abs(g - p) < Decimal(5) * Decimal(10) ** -(places + 1)
 
 
 # --- mixed_number ----------------------------------------------------------------------------------

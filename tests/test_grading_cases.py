@@ -107,6 +107,7 @@ QUESTION_CASES = [
     ("2.5", r"\boxed{2.47}", NEAREST_TENTH, 1, "stated_tolerance"),
     ("2.5", r"\boxed{2.47}", "What is the distance?", 0, None),
     ("2.5", r"\boxed{2.6}", NEAREST_TENTH, 0, None),
+    ("2.5", r"\boxed{2.55}", NEAREST_TENTH, 0, None),  # exactly between two roundings: no
     ("13", r"\boxed{12.8}", "Round your answer to the nearest whole number.", 1, "stated_tolerance"),
     ("3.14", r"\boxed{3.1416}", "Give your answer to two decimal places.", 1, "stated_tolerance"),
     (r"\frac{1}{3}", r"\boxed{0.333}", NEAREST_TENTH, 0, None),  # the gold is not a decimal
