@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum
 from typing import Any
 
 IO_PANEL = "Input and output"
@@ -63,6 +64,22 @@ class Grading:
 
     grade_timeout: float = opt(5.0, "--grade-timeout", "--timeout", help="Hard limit in seconds to grade one sample; past it the sample is `timeout` (wrong, counted).", min=0.01)
     grade_workers: int | None = opt(None, "--grade-workers", "--workers", help="Grading processes [default: one per CPU].", min=1)
+
+
+class CountCut(str, Enum):
+    """How eval counts a sample cut by --max-tokens (finish_reason "length")."""
+
+    credit = "credit"  # graded like any other: right if its text holds the right answer (as before)
+    wrong = "wrong"  # always wrong: an unfinished solution earns nothing
+
+
+@dataclass(frozen=True)
+class GradingPolicy:
+    """What eval counts as correct beyond the grader's reading (both change labels, so both
+    are in eval's resume fingerprint)."""
+
+    strict: bool = opt(False, "--strict", help="math-verify's verdict only: no second opinion on its known blind spots (times of day, mixed numbers, i, ...).")
+    count_cut: CountCut = opt(CountCut.credit, "--count-cut", help="Samples cut by --max-tokens: credit (graded as they stand) or wrong (always 0).", case_sensitive=False)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -17,15 +17,20 @@ def print_table(table: Any) -> None:
     out.print(table)
 
 
-def build_table(rows: list[dict[str, Any]], avg: dict[str, Any]):
-    """One row per benchmark and an average row, like the paper's Table 1 (scores in %)."""
+def build_table(rows: list[dict[str, Any]], avg: dict[str, Any], count_cut: str | None = None):
+    """One row per benchmark and an average row, like the paper's Table 1 (scores in %).
+
+    `flipped`: labels the second opinion turned right (`flipped_by` in the summary says by
+    which rule); `too long`: samples never generated (prompt did not fit), apart from `cut`
+    (cut by --max-tokens), whose policy (`count_cut`) the title states."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     ks = sorted({key for r in rows for key in r if key.startswith("pass@")}, key=lambda s: int(s[5:]))
-    table = Table(title="palign eval (scores in %)", title_justify="left", box=box.SIMPLE_HEAD)
-    for name in ["benchmark", "problems", "samples", *ks, "acc", "cut", "tokens", "timeouts", "maybe FN", "bad gold"]:
+    policy = f"; cut samples count as {'credit (graded as they stand)' if count_cut == 'credit' else 'wrong'}" if count_cut else ""
+    table = Table(title=f"palign eval (scores in %{policy})", title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ["benchmark", "problems", "samples", *ks, "acc", "cut", "too long", "tokens", "timeouts", "flipped", "maybe FN", "bad gold"]:
         if name == "benchmark":  # long file names fold rather than lose their ends
             longest = max(len(r["name"]) for r in rows + [avg])
             table.add_column(name, overflow="fold", min_width=min(longest, 24))
@@ -36,12 +41,17 @@ def build_table(rows: list[dict[str, Any]], avg: dict[str, Any]):
         table.add_row(
             Text(r["name"]), str(r["n_problems"]), str(r["n_samples"]),
             *(_pct(r.get(key)) for key in ks),
-            _pct(r["mean_acc"]), _pct(r["truncated_share"]),
+            _pct(r["mean_acc"]), _pct(r["truncated_share"]), _count(r.get("prompt_too_long")),
             "-" if r["mean_output_tokens"] is None else f"{r['mean_output_tokens']:.0f}",
-            str(r["timeouts"]), str(r["possible_false_negatives"]), str(r["ungradable_golds"]),
+            str(r["timeouts"]), _count(r.get("flipped")), str(r["possible_false_negatives"]), str(r["ungradable_golds"]),
             end_section=i == len(rows) - 1,
         )
     return table
+
+
+def _count(value: int | None) -> str:
+    """Counts added after the first summaries were written read as "-" in those."""
+    return "-" if value is None else str(value)
 
 
 def _pct(value: float | None) -> str:

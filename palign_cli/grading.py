@@ -9,30 +9,40 @@ had not been delivered after 20 s). So each sample runs in a worker process
 alive), and the parent enforces a wall-clock limit per sample: a worker that is still busy at
 the limit is killed and replaced, and the sample is marked `timeout`. Grading never hangs.
 
-Grading rules (the reference's, made explicit):
-- the gold is parsed first, wrapped in `$…$` as the reference does, with math-verify's default
-  extraction; a gold that yields nothing is `bad_gold` (counted wrong, reported);
-- the prediction is parsed with `\\boxed{}` answers preferred (LaTeX extraction with
+Workers are forks of one warm server (grading_workers.py), so a killed one costs a fork.
+
+Grading rules (the reference's, made explicit; `RULES` names their version, which is part of
+eval's resume fingerprint because a change of rules changes labels):
+- the gold is read right first (answer_forms: its own delimiters, double escapes, bare unit
+  words, thousands separators), then parsed wrapped in `$…$` once, as the reference does,
+  with math-verify's default extraction; a gold that yields nothing is `bad_gold`;
+- in the prediction, `\\boxed{}` contents are read right (thousands separators, `\\$`), then
+  it is parsed with `\\boxed{}` answers preferred (LaTeX extraction with
   `boxed_match_priority=0`, then plain expressions); nothing extracted is `no_answer`;
-- `verify(gold, pred)` decides the label (gold first: math-verify's comparison is not symmetric).
+- `verify(gold, pred)` decides the label (gold first: math-verify's comparison is not symmetric);
+- where it says no, a narrow second opinion (second_opinion.py) may say yes for a few named
+  shapes; `Grade.flipped_by` names the rule, and `strict` turns this off.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
-from pathlib import Path
+from multiprocessing.connection import wait
 from typing import Any
 
-from palign_cli.errors import BackendUnavailable, PalignError
+from palign_cli.answer_forms import gold_unit, last_boxed, normalize_gold, normalize_prediction
+from palign_cli.errors import PalignError
+from palign_cli.grading_workers import ForkServer, Worker
+from palign_cli.second_opinion import second_opinion
+
+# The grading rules' version: bump it whenever a change here, in answer_forms or in
+# second_opinion can change a label (eval refuses to resume an output graded under other rules).
+RULES = "issue12-v1"
 
 STATUSES = ("ok", "timeout", "no_answer", "bad_gold", "error")
 
@@ -43,6 +53,8 @@ SOFT_SHARE = 0.8
 GOLD_CACHE_SIZE = 4096
 # A worker must be up (math-verify imported) within this many seconds; a loaded machine is slow.
 STARTUP_LIMIT = 120.0
+# Tasks queued per worker: it starts the next as soon as it answers one (see Grader.grade).
+PIPELINE = 2
 # How much of a completion's end `possible_false_negative` looks at (see there).
 ANSWER_TAIL_CHARS = 500
 
@@ -54,6 +66,7 @@ class Grade:
     label: int
     pred: str | None
     status: str  # "ok" | "timeout" | "no_answer" | "bad_gold" | "error"
+    flipped_by: str | None = None  # the second-opinion rule that turned math-verify's "no" into 1
 
 
 def default_workers() -> int:
@@ -64,26 +77,12 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# --- worker side ------------------------------------------------------------------------------
-
-
-class _SoftTimeout(BaseException):
-    """Raised by the worker's alarm. A BaseException, so math-verify's `except Exception`
-    handlers (which turn errors into a silent False) let it through to us."""
-
-
-_ARMED = False
-
-
-def _on_alarm(signum: int, frame: Any) -> None:
-    if _ARMED:
-        raise _SoftTimeout()
-
+# --- one pair, in this process ------------------------------------------------------------------
 
 _QUIET = False
 
 
-def _quiet_math_verify() -> None:
+def quiet_math_verify() -> None:
     """We disable math-verify's own alarms (ours replace them); silence its warning about that."""
     global _QUIET
     if not _QUIET:
@@ -93,7 +92,7 @@ def _quiet_math_verify() -> None:
         _QUIET = True
 
 
-def _pred_config() -> list[Any]:
+def pred_config() -> list[Any]:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig
 
     return [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
@@ -107,163 +106,72 @@ def answer_text(parsed: Sequence[Any]) -> str | None:
     return str(parsed[0]) if parsed else None
 
 
-def grade_pair(gold: str, text: str, gold_cache: dict[str, list[Any]] | None = None, pred_config: list[Any] | None = None) -> Grade:
-    """Grade one completion, in this process, with no timeout of its own (the caller's job)."""
+def grade_pair(
+    gold: str,
+    text: str,
+    gold_cache: dict[str, Any] | None = None,
+    extraction: list[Any] | None = None,
+    *,
+    question: str | None = None,
+    strict: bool = False,
+) -> Grade:
+    """Grade one completion, in this process, with no timeout of its own (the caller's job).
+
+    The gold and the boxed answers are first read right (answer_forms, always); where
+    math-verify then says no, the second opinion may say yes (not under `strict`).
+    """
     from math_verify import parse, verify
 
-    _quiet_math_verify()
+    quiet_math_verify()
     cache = gold_cache if gold_cache is not None else {}
-    parsed_gold = cache.get(gold)
-    if parsed_gold is None:
-        parsed_gold = parse(f"${gold}$", parsing_timeout=None)  # type: ignore[arg-type]
+    entry = cache.get(gold)
+    if entry is None:
+        norm, forms = normalize_gold(gold)
+        entry = (norm, gold_unit(gold) if "unit_words" in forms else None, parse(f"${norm}$", parsing_timeout=None))  # type: ignore[arg-type]
         if len(cache) >= GOLD_CACHE_SIZE:
             cache.clear()
-        cache[gold] = parsed_gold
+        cache[gold] = entry
+    norm_gold, unit, parsed_gold = entry
     if not parsed_gold:
         return Grade(0, None, "bad_gold")
-    parsed = parse(text, extraction_config=pred_config or _pred_config(), parsing_timeout=None)  # type: ignore[arg-type]
+    text, _ = normalize_prediction(text, unit=unit)
+    parsed = parse(text, extraction_config=extraction or pred_config(), parsing_timeout=None)  # type: ignore[arg-type]
     if not parsed:
         return Grade(0, None, "no_answer")
-    ok = verify(parsed_gold, parsed, timeout_seconds=None)
-    return Grade(int(bool(ok)), answer_text(parsed), "ok")
+    pred = answer_text(parsed)
+    if verify(parsed_gold, parsed, timeout_seconds=None):
+        return Grade(1, pred, "ok")
+    if not strict:
+        rule = second_opinion(norm_gold, last_boxed(text) or pred or "", question)
+        if rule:
+            return Grade(1, pred, "ok", rule)
+    return Grade(0, pred, "ok")
 
 
-def _serve(rx_fd: int, tx_fd: int, soft_timeout: float) -> None:
-    """Worker entry point: serve (index, gold, text) tasks one at a time until EOF or None."""
-    global _ARMED
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    signal.signal(signal.SIGALRM, _on_alarm)
-    _quiet_math_verify()
-    rx, tx = Connection(rx_fd, writable=False), Connection(tx_fd, readable=False)
-    cache: dict[str, list[Any]] = {}
-    config = _pred_config()
-    tx.send("ready")
-    while True:
-        try:
-            task = rx.recv()
-        except (EOFError, OSError):
-            task = None
-        if task is None:
-            os._exit(0)  # nothing to flush; skips a slow teardown of sympy's modules
-        index, gold, text = task
-        try:
-            try:
-                _ARMED = True
-                signal.setitimer(signal.ITIMER_REAL, soft_timeout)
-                grade = grade_pair(gold, text, cache, config)
-            finally:
-                _ARMED = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        except _SoftTimeout:
-            grade = Grade(0, None, "timeout")
-        except Exception:  # noqa: BLE001 - a bug in a dependency must not end the run
-            grade = Grade(0, None, "error")
-        tx.send((index, grade.label, grade.pred, grade.status))
-
-
-def _die_with_parent() -> None:
-    """Linux: have the kernel kill this worker when the parent dies, even mid-computation
-    (a pathological sample would otherwise keep a core busy for minutes after a crash).
-    The kernel ties this to the thread that started the worker: create a Grader on a thread
-    that outlives it (the main thread, in palign)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-# --- parent side ------------------------------------------------------------------------------
-
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
-
-
-class _Worker:
-    """One worker process and its two pipes.
-
-    A fresh interpreter (not a fork): the parent may hold threads or a GPU engine (align grades
-    next to a loaded model), and multiprocessing's spawn/forkserver would re-import the
-    caller's `__main__`. Its stdout goes nowhere, since the parent's stdout may carry JSONL.
-    """
-
-    def __init__(self, soft_timeout: float):
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-        code = f"from palign_cli.grading import _serve; _serve({to_child_r}, {from_child_w}, {soft_timeout!r})"
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", code],
-                pass_fds=(to_child_r, from_child_w),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                env=env,
-            )
-        finally:
-            os.close(to_child_r)
-            os.close(from_child_w)
-        self.tx = Connection(to_child_w, readable=False)
-        self.rx = Connection(from_child_r, writable=False)
-        self.ready = False
-        self.task: int | None = None
-        self.deadline = 0.0
-
-    def await_ready(self, timeout: float) -> None:
-        """Wait for the worker's greeting (it has imported math-verify)."""
-        if self.ready:
-            return
-        if not self.rx.poll(timeout):
-            raise PalignError(f"a grading worker did not start within {timeout:.0f} s")
-        try:
-            greeting = self.rx.recv()
-        except (EOFError, OSError):
-            raise BackendUnavailable(
-                f"a grading worker exited at start (see its error above); grading needs math-verify: pip install 'math-verify>=0.7' into {sys.executable}"
-            ) from None
-        if greeting != "ready":
-            raise PalignError(f"a grading worker said {greeting!r} instead of 'ready'")
-        self.ready = True
-
-    def send(self, index: int, gold: str, text: str, deadline: float) -> None:
-        self.task, self.deadline = index, deadline
-        self.tx.send((index, gold, text))
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self.tx.close()
-        self.rx.close()
-
-    def ask_to_stop(self) -> None:
-        try:
-            self.tx.send(None)
-        except (OSError, ValueError):
-            pass
+# --- the pool ----------------------------------------------------------------------------------------
 
 
 class Grader:
-    """A pool of math-verify worker processes with a hard wall-clock limit per sample.
+    """A pool of warm math-verify workers with a hard wall-clock limit per sample.
 
-    Use as a context manager (workers start on entry, or on the first `grade`).
-    `grade(pairs)` takes (gold, completion text) pairs and returns one `Grade` each, in order.
-    A sample still running at `timeout` seconds has its worker killed and replaced and comes
-    back as `timeout`; `timeouts` and `restarts` count what happened over the grader's life.
+    Use as a context manager (the fork server and workers start on entry, or on the first
+    `grade`). `grade(pairs)` takes (gold, completion text) or (gold, text, question) tuples
+    and returns one `Grade` each, in order. A sample still running at `timeout` seconds has its
+    worker killed and replaced (a fork of the warm server) and comes back as `timeout`;
+    `timeouts` and `restarts` count what happened over the grader's life. `strict` turns the
+    second opinion off (math-verify's verdict on the forms read right, nothing more).
     """
 
-    def __init__(self, workers: int | None = None, timeout: float = 5.0):
+    def __init__(self, workers: int | None = None, timeout: float = 5.0, *, strict: bool = False):
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.workers = workers or default_workers()
         self.timeout = float(timeout)
+        self.strict = strict
         self.timeouts = 0
         self.restarts = 0
-        self._pool: list[_Worker] = []
+        self._server: ForkServer | None = None
+        self._pool: list[Worker] = []
 
     def __enter__(self) -> Grader:
         self._start()
@@ -273,52 +181,87 @@ class Grader:
         self.close()
 
     def _start(self) -> None:
+        if self._server is None:
+            self._server = ForkServer(STARTUP_LIMIT)
         while len(self._pool) < self.workers:
-            self._pool.append(_Worker(self.timeout * SOFT_SHARE))
+            self._pool.append(Worker(self._server, self.timeout * SOFT_SHARE))
 
-    def _replace(self, worker: _Worker) -> _Worker:
-        """Kill a worker and start another in its place (it greets us when ready)."""
+    def _replace(self, worker: Worker) -> Worker:
+        """Kill a worker and fork another in its place (it greets us when ready)."""
         worker.kill()
         self.restarts += 1
-        fresh = _Worker(self.timeout * SOFT_SHARE)
+        assert self._server is not None
+        fresh = Worker(self._server, self.timeout * SOFT_SHARE)
         self._pool[self._pool.index(worker)] = fresh
         return fresh
 
     def close(self) -> None:
-        """Ask every worker to exit, give them a moment together, then kill what is left
+        """Ask every worker to exit, give them a moment together, then end what is left
         (a worker may be deep in a sample: Ctrl-C must not wait for it)."""
         for worker in self._pool:
             worker.ask_to_stop()
         until = time.monotonic() + 2.0
         for worker in self._pool:
-            try:
-                worker.process.wait(timeout=max(0.0, until - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            worker.kill()
+            if not worker.stopped(max(0.0, until - time.monotonic())):
+                worker.kill()
+            else:
+                worker.tx.close()
+                worker.rx.close()
         self._pool = []
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
-    def grade(self, pairs: Sequence[tuple[str, str]]) -> list[Grade]:
-        """Grade every (gold, text) pair; a pair past the time limit comes back as `timeout`."""
+    def grade(self, pairs: Sequence[tuple[str, str] | tuple[str, str, str | None]]) -> list[Grade]:
+        """Grade every (gold, text[, question]) pair; a pair past the time limit comes back as `timeout`.
+
+        Each worker holds up to `PIPELINE` tasks, so it starts the next one without waiting
+        for the parent to wake up (a sample takes ~3 ms; a round trip on a busy machine is a
+        good share of that). The limit runs for the task a worker is on: from its send, or
+        from the answer to the one before. Longest texts go first, so the last tasks are
+        short and no worker idles at the end while another finishes a long one.
+        """
         self._start()
-        results: list[Grade | None] = [None] * len(pairs)
-        todo = deque(range(len(pairs)))
-        idle = [w for w in self._pool if w.ready]
+        tasks = [(p[0], p[1], p[2] if len(p) > 2 else None, self.strict) for p in pairs]
+        results: list[Grade | None] = [None] * len(tasks)
+        todo = deque(sorted(range(len(tasks)), key=lambda i: -len(tasks[i][1])))
+        ready = [w for w in self._pool if w.ready]
         starting = {w.rx: w for w in self._pool if not w.ready}
         start_by = time.monotonic() + STARTUP_LIMIT
-        busy: dict[Connection, _Worker] = {}
-        while todo or busy:
-            while todo and idle:
-                worker = idle.pop()
-                index = todo.popleft()
-                try:
-                    worker.send(index, *pairs[index], time.monotonic() + self.timeout)
-                except (OSError, ValueError):  # it died while idle: replace it, retry the task
-                    todo.appendleft(index)
-                    fresh = self._replace(worker)
-                    starting[fresh.rx] = fresh
-                    continue
-                busy[worker.rx] = worker
+
+        retried: set[int] = set()
+
+        def restart(worker: Worker, status: str) -> None:
+            """The task a worker was on gets `status`; those queued behind it go back first.
+
+            A worker that died ("error") may have died of something else (killed from
+            outside, or already dead when the task was sent): its task is retried once on a
+            fresh worker, and only a second death on it makes it `error`."""
+            nonlocal start_by
+            if worker.inflight:
+                head = worker.inflight.popleft()
+                if status == "error" and head not in retried:
+                    retried.add(head)
+                    worker.inflight.appendleft(head)
+                else:
+                    results[head] = Grade(0, None, status)
+                todo.extendleft(reversed(worker.inflight))
+            ready.remove(worker)
+            fresh = self._replace(worker)
+            starting[fresh.rx] = fresh
+            start_by = time.monotonic() + STARTUP_LIMIT
+
+        while todo or any(w.inflight for w in ready):
+            for worker in list(ready):
+                while todo and len(worker.inflight) < PIPELINE:
+                    index = todo.popleft()
+                    try:
+                        worker.send(index, tasks[index], time.monotonic(), self.timeout)
+                    except (OSError, ValueError):  # it died: replace it, retry its tasks
+                        todo.appendleft(index)
+                        restart(worker, "error")
+                        break
+            busy = {w.rx: w for w in ready if w.inflight}
             if not busy and not starting:
                 break  # nothing left to wait for (only when todo is empty)
             soonest = min([w.deadline for w in busy.values()] + [start_by] * bool(starting))
@@ -326,31 +269,24 @@ class Grader:
                 if conn in starting:
                     worker = starting.pop(conn)  # type: ignore[arg-type]
                     worker.await_ready(0)
-                    idle.append(worker)
+                    ready.append(worker)
                     continue
-                worker = busy.pop(conn)  # type: ignore[arg-type]
+                worker = busy[conn]  # type: ignore[index]
                 try:
-                    index, label, pred, status = worker.rx.recv()
+                    while worker.rx.poll():  # every answer already there
+                        index, label, pred, status, flipped_by = worker.rx.recv()
+                        results[index] = Grade(label, pred, status, flipped_by)
+                        self.timeouts += status == "timeout"
+                        worker.done(index, time.monotonic(), self.timeout)
                 except (EOFError, OSError):  # died mid-task (out of memory, a crash)
-                    results[worker.task] = Grade(0, None, "error")  # type: ignore[index]
-                    fresh = self._replace(worker)
-                    starting[fresh.rx] = fresh
-                    start_by = time.monotonic() + STARTUP_LIMIT
-                    continue
-                results[index] = Grade(label, pred, status)
-                self.timeouts += status == "timeout"
-                idle.append(worker)
+                    restart(worker, "error")
             now = time.monotonic()
             if starting and now >= start_by:
                 raise PalignError(f"grading workers did not start within {STARTUP_LIMIT:.0f} s")
-            for conn, worker in list(busy.items()):
-                if now >= worker.deadline:  # stuck (in C, where no signal reaches): kill it
-                    del busy[conn]
-                    results[worker.task] = Grade(0, None, "timeout")  # type: ignore[index]
+            for worker in list(ready):
+                if worker.inflight and now >= worker.deadline:  # stuck (in C, where no signal reaches): kill it
                     self.timeouts += 1
-                    fresh = self._replace(worker)
-                    starting[fresh.rx] = fresh
-                    start_by = time.monotonic() + STARTUP_LIMIT
+                    restart(worker, "timeout")
         return results  # type: ignore[return-value]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import comb
 from typing import Any
 
@@ -72,7 +72,9 @@ class RecordStats:
     possible_false_negatives: int = 0
     bad_gold: bool = False
     truncated: int | None = None  # samples cut by the length limit; None: finish reasons unknown
+    too_long: int | None = None  # samples never generated: the prompt did not fit the context
     tokens: int | None = None  # output tokens summed; None: unknown
+    flipped_by: list[str] = field(default_factory=list)  # second-opinion rule per flipped sample
 
 
 class FileSummary:
@@ -87,7 +89,9 @@ class FileSummary:
         self.possible_false_negatives = 0
         self.ungradable_golds = 0
         self.truncated = self.truncated_known = 0
+        self.too_long = 0
         self.tokens = self.tokens_known = 0
+        self.flipped_by: Counter[str] = Counter()
         self.by_nc: Counter[tuple[int, int]] = Counter()  # enough to compute pass@k for any k
 
     def add(self, s: RecordStats) -> None:
@@ -102,6 +106,8 @@ class FileSummary:
         if s.truncated is not None:
             self.truncated += s.truncated
             self.truncated_known += s.n
+        self.too_long += s.too_long or 0
+        self.flipped_by.update(s.flipped_by)
         if s.tokens is not None:
             self.tokens += s.tokens
             self.tokens_known += s.n
@@ -139,11 +145,14 @@ class FileSummary:
         out["ungradable_golds"] = self.ungradable_golds
         out["no_answer"] = self.no_answer
         out["errors"] = self.errors
+        out["prompt_too_long"] = self.too_long
+        out["flipped"] = sum(self.flipped_by.values())
+        out["flipped_by"] = dict(sorted(self.flipped_by.items()))
         return out
 
 
 RATES = ("mean_acc", "truncated_share", "mean_output_tokens")
-COUNTS = ("n_problems", "n_samples", "timeouts", "possible_false_negatives", "ungradable_golds", "no_answer", "errors")
+COUNTS = ("n_problems", "n_samples", "timeouts", "possible_false_negatives", "ungradable_golds", "no_answer", "errors", "prompt_too_long", "flipped")
 
 
 def average(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -153,6 +162,10 @@ def average(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"name": "average"}
     for key in COUNTS:
         out[key] = sum(r.get(key) or 0 for r in rows)
+    flipped: Counter[str] = Counter()
+    for r in rows:
+        flipped.update(r.get("flipped_by") or {})
+    out["flipped_by"] = dict(sorted(flipped.items()))
     score_keys = [k for r in rows for k in r if k.startswith("pass@")]
     for key in dict.fromkeys(sorted(score_keys, key=_k_order)):
         out[key] = _mean(r.get(key) for r in rows)

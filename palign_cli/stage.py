@@ -16,10 +16,12 @@ from palign_cli.reporting import NullReporter, ProgressSink
 
 @dataclass(frozen=True)
 class GraderNeed:
-    """The stage grades samples: with this many workers (None: one per CPU) and time limit."""
+    """The stage grades samples: with this many workers (None: one per CPU) and time limit;
+    `strict`: no second opinion (grading.py)."""
 
     workers: int | None = None
     timeout: float = 5.0
+    strict: bool = False
 
 
 @dataclass

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
-import orjson
 import pytest
-from conftest import data_file
 
 import palign_cli.grading as grading
 from palign_cli.grading import Grade, Grader, grade_pair, possible_false_negative
@@ -16,7 +16,9 @@ POWER_TOWER = r"The answer is \boxed{9^{9^{9^{9^{9}}}}}"
 
 @pytest.fixture(scope="module")
 def grader():
-    with Grader(workers=2, timeout=5.0) as g:
+    """A generous limit: these tests check verdicts and order, and a machine busy with other
+    tests must not turn a starved worker into a `timeout` (the limit has tests of its own)."""
+    with Grader(workers=2, timeout=30.0) as g:
         yield g
 
 
@@ -115,10 +117,10 @@ def test_hard_limit_kills_a_worker_that_no_signal_reaches(monkeypatch):
 
 def test_a_dead_idle_worker_is_replaced(grader):
     victim = grader._pool[0]
-    victim.process.kill()
-    victim.process.wait()
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.stopped(10.0)
     grades = grader.grade([("5", r"\boxed{5}")] * 6)
-    assert [g.status for g in grades] == ["ok"] * 6
+    assert [g.status for g in grades] == ["ok"] * 6, (grades, grader.timeouts, grader.restarts)
 
 
 def test_grader_needs_a_positive_timeout():
@@ -147,17 +149,78 @@ def test_possible_false_negative(gold, text, grade, expected):
     assert possible_false_negative(gold, text, grade) is expected
 
 
-def test_agreement_with_qwen25math_labels_stays_above_floor(grader):
-    """The source's own labels (Qwen2.5-Math harness) on 800 real samples. Measured 799/800
-    (99.88 %): the one disagreement is the harness failing `10{,}000` vs `10000`."""
-    pairs, labels = [], []
-    with open(data_file("qwen25math_math100_graded_samples.jsonl"), "rb") as f:
-        for raw in f:
-            row = orjson.loads(raw)
-            pairs += [(row["answer"], text) for text in row["responses"]]
-            labels += [int(ok) for ok in row["is_correct"]]
-    grades = grader.grade(pairs)
-    agree = sum(g.label == y for g, y in zip(grades, labels)) / len(labels)
-    assert len(labels) == 800
-    assert agree >= 0.978, agree
-    assert all(g.status == "ok" for g in grades)
+# Agreement with the shared graded files: tests/test_grading_cases.py (the regression guard).
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    """The process ended within `within` s (a zombie not yet reaped by init counts as ended)."""
+    until = time.monotonic() + within
+    while time.monotonic() < until:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_workers_are_forks_of_one_warm_server_and_all_end_on_close(monkeypatch):
+    """One interpreter imports math-verify; each worker, and each replacement after a hard
+    timeout, is a fork of it (a fork, not a fresh import). Closing ends them all."""
+    monkeypatch.setattr(grading, "SOFT_SHARE", 100.0)  # only the parent's kill ends the power tower
+    with Grader(workers=2, timeout=1.5) as g:
+        g.grade([("1", "1")] * 2)
+        server = g._server.process.pid
+        first = [w.pid for w in g._pool]
+        assert all(_ppid(pid) == server for pid in first) and len(set(first)) == 2
+        grades = g.grade([("5", POWER_TOWER), ("5", r"\boxed{5}")])
+        assert [gr.status for gr in grades] == ["timeout", "ok"] and g.restarts >= 1
+        now = [w.pid for w in g._pool]
+        assert set(now) != set(first) and all(_ppid(pid) == server for pid in now)
+        assert any(_gone(pid, 2.0) for pid in first)  # the stuck one was killed and reaped
+    assert all(_gone(pid) for pid in [server, *now])
+
+
+def test_killing_the_server_ends_its_workers():
+    """A worker never outlives its server (PR_SET_PDEATHSIG), so nothing is left spinning."""
+    g = Grader(workers=2, timeout=5.0)
+    with g:
+        g.grade([("1", "1")] * 2)
+        pids = [w.pid for w in g._pool]
+        g._server.process.kill()
+        assert all(_gone(pid) for pid in pids)
+
+
+def test_a_server_without_math_verify_is_a_one_line_error(tmp_path, monkeypatch):
+    """The server imports math-verify; where it cannot, grading stops with the fix, not a hang."""
+    from palign_cli.errors import BackendUnavailable
+
+    stub = tmp_path / "math_verify"
+    stub.mkdir()
+    (stub / "__init__.py").write_text("raise ImportError('no math-verify here')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    with pytest.raises(BackendUnavailable, match=r"pip install 'math-verify"):
+        with Grader(workers=1, timeout=5.0) as g:
+            g.grade([("1", r"\boxed{1}")])
+
+
+def test_a_task_whose_worker_is_killed_from_outside_is_retried_once(monkeypatch):
+    """A worker that dies mid-task may have died of something else: its task goes to a fresh
+    worker once (here it is a power tower again, so the hard limit ends it as `timeout`)."""
+    import threading
+
+    monkeypatch.setattr(grading, "SOFT_SHARE", 100.0)
+    with Grader(workers=1, timeout=3.0) as g:
+        g.grade([("1", "1")])
+        victim = g._pool[0].pid
+        threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
+        grades = g.grade([("5", POWER_TOWER), ("5", r"\boxed{5}")])
+        assert [gr.status for gr in grades] == ["timeout", "ok"]
+        assert g.restarts == 2 and g.timeouts == 1  # the kill from outside, then the hard limit

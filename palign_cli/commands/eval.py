@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from palign_cli import options as o
-from palign_cli.config import Grading
+from palign_cli.config import Grading, GradingPolicy
 from palign_cli.options import Group, IOOptions, field_group, with_groups
 
 NAME = "eval"
@@ -35,6 +35,7 @@ IO_FLAGS = ("output", "overwrite", "shard", "skip_invalid", "id_field", "batch_s
 
 @with_groups(
     io=Group(IOOptions(input="-", batch_size=512), only=IO_FLAGS), fields=field_group("answer"), grading=Group(Grading()),
+    policy=Group(GradingPolicy()),
 )
 def command(
     input: Inputs,
@@ -46,25 +47,28 @@ def command(
     """Grade every sample against the gold answer with math-verify; report pass@k per file.
 
     Reads `palign infer` output and the reference's files (`output`: list of strings). Each
-    record gets `labels`, `preds`, `grade_status`, `pass_at` and `source_file`. pass@k is the
-    unbiased estimator over each record's actual samples. One table row per input file plus
-    an average row on stderr; --summary writes the same numbers as JSON. --batch-size counts
-    samples here (graded per pool call and flushed together).
+    record gets `labels`, `preds`, `grade_status`, `flipped_by`, `pass_at` and `source_file`.
+    pass@k is the unbiased estimator over each record's actual samples. Where math-verify says
+    no, a narrow second opinion on its known blind spots may say yes; each such label is
+    counted (`flipped` column, `flipped_by` per rule) and --strict turns it off. One table row
+    per input file plus an average row on stderr; --summary writes the same numbers as JSON.
+    --batch-size counts samples here (graded per pool call and flushed together).
     """
     from palign_cli.commands.runner import run_stage
     from palign_cli.metrics import parse_ks
     from palign_cli.stage import GraderNeed, StageRun
     from palign_cli.stages.eval import SOURCE_FIELD, EvalConfig, run_eval, source_name, summary_line
 
-    io, grading = groups["io"], groups["grading"]
+    io, grading, policy = groups["io"], groups["grading"], groups["policy"]
     _check_paths(input, io.output, summary)
     cfg = EvalConfig(
         inputs=tuple(input), ks=parse_ks(k), timeout=grading.grade_timeout,
         answer_field=groups["fields"].answer_field, outputs_field=outputs_field,
+        strict=policy.strict, count_cut=policy.count_cut,
     )
     run_stage(StageRun(
         NAME, cfg, required=cfg.roles(), needs_engine=False, unit="problems",
-        grader=GraderNeed(grading.grade_workers, grading.grade_timeout),
+        grader=GraderNeed(grading.grade_workers, grading.grade_timeout, strict=cfg.strict),
         source_field=SOURCE_FIELD, source_name=source_name,
         run=lambda ctx: run_eval(ctx.io, cfg, ctx.grader, batch_size=io.batch_size, reporter=ctx.reporter),
         report=lambda report: _show(report, cfg, summary), summary=summary_line,
@@ -76,7 +80,7 @@ def _show(report: Any, cfg: Any, summary: str | None) -> None:
     from palign_cli.eval_table import build_table, print_table
     from palign_cli.records import write_json
 
-    print_table(build_table(report.rows, report.average))
+    print_table(build_table(report.rows, report.average, cfg.count_cut.value))
     for row in report.rows:
         for key, skipped in row["skipped_for_k"].items():
             if skipped:

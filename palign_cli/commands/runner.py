@@ -50,7 +50,7 @@ def _grader(need: GraderNeed | None) -> Any:
         return contextlib.nullcontext(None)
     from palign_cli.grading import Grader
 
-    return Grader(workers=need.workers, timeout=need.timeout)
+    return Grader(workers=need.workers, timeout=need.timeout, strict=need.strict)
 
 
 def open_io(stage: StageRun, io: IOOptions, engine: EngineSpec | None) -> Any:

@@ -2,7 +2,13 @@
 
 Reads `palign infer` output (`outputs`, `finish_reasons`, `output_tokens`) and the
 reference's files (`output` as a list of strings); adds per record `labels`, `preds`,
-`grade_status`, `pass_at` and `source_file` (the input it came from).
+`grade_status`, `flipped_by` (per sample: the second-opinion rule that made it right, or
+null), `pass_at` and `source_file` (the input it came from). The problem text, where the
+record has one, goes to the grader: a precision it states is the only numeric tolerance.
+
+Samples cut by --max-tokens (finish_reason "length") are graded as they stand unless
+`count_cut` is "wrong"; samples whose prompt did not fit the context ("prompt_too_long") were
+never generated: they are wrong and counted apart from the cut ones.
 
 Several inputs share one output, so resume is keyed by (source file, id): two files of the
 same benchmark from two models carry the same ids and must not skip each other. The list of
@@ -20,9 +26,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
-from palign_cli.config import Fingerprinted
+from palign_cli.config import CountCut, Fingerprinted
 from palign_cli.errors import InputError
-from palign_cli.grading import Grade, Grader, possible_false_negative
+from palign_cli.grading import RULES, Grade, Grader, possible_false_negative
 from palign_cli.metrics import FileSummary, RecordStats, average, record_pass_at
 from palign_cli.records import (
     STDIO,
@@ -36,12 +42,15 @@ from palign_cli.records import (
     read_output,
 )
 from palign_cli.reporting import NullReporter, ProgressSink
+from palign_cli.second_opinion import RULES as SECOND_OPINION_RULES
 
 SOURCE_FIELD = "source_file"
 OUTPUT_NAMES = ("outputs", "output")
 FINISH_FIELD = "finish_reasons"
 TOKENS_FIELD = "output_tokens"
 STATUS_VALUES = frozenset({"ok", "timeout", "no_answer", "bad_gold", "error"})
+CUT = "length"  # finish_reason of a sample cut by --max-tokens
+TOO_LONG = "prompt_too_long"  # finish_reason of a prompt that did not fit (backends.base)
 
 
 def source_name(path: str) -> str:
@@ -58,6 +67,8 @@ class EvalConfig(Fingerprinted):
     timeout: float = 5.0
     answer_field: str | None = None
     outputs_field: str | None = None
+    strict: bool = False  # no second opinion
+    count_cut: CountCut = CountCut.credit
 
     def answer_names(self) -> tuple[str, ...]:
         return field_names("answer", self.answer_field)
@@ -75,7 +86,9 @@ class EvalConfig(Fingerprinted):
             "timeout": self.timeout,
             "answer_field": self.answer_field,
             "outputs_field": self.outputs_field,
-            "grader": f"math-verify {version('math-verify')}; gold $..$ first; pred boxed first",
+            "grader": f"math-verify {version('math-verify')}; rules {RULES}; gold $..$ first; pred boxed first",
+            "strict": self.strict,
+            "count_cut": CountCut(self.count_cut).value,
         }
 
 
@@ -95,6 +108,7 @@ class _Item:
     rec: Record
     gold: str
     texts: list[str]
+    question: str | None = None
     finish: list[str] | None = None
     tokens: list[int] | None = None
     grades: list[Grade] = field(default_factory=list)
@@ -119,19 +133,27 @@ def prepare(rec: Record) -> _Item:
     where, texts = display_name(rec.source), rec.fields["outputs"]
     finish = _per_sample(rec.data, FINISH_FIELD, len(texts), str, where, rec.line)
     tokens = _per_sample(rec.data, TOKENS_FIELD, len(texts), int, where, rec.line)
-    return _Item(rec, rec.fields["answer"], texts, finish, tokens)
+    question = next((rec.data[n] for n in field_names("question") if isinstance(rec.data.get(n), str)), None)
+    return _Item(rec, rec.fields["answer"], texts, question, finish, tokens)
 
 
 # --- grading -------------------------------------------------------------------------------------
 
 
-def grade_items(items: list[_Item], grader: Grader) -> None:
+def grade_items(items: list[_Item], grader: Grader, count_cut: CountCut = CountCut.credit) -> None:
     """Grade all samples of a batch of records in one pool call (keeps every worker busy)."""
-    grades = grader.grade([(item.gold, text) for item in items for text in item.texts])
+    grades = grader.grade([(item.gold, text, item.question) for item in items for text in item.texts])
     at = 0
     for item in items:
-        item.grades = grades[at : at + len(item.texts)]
+        item.grades = [apply_count_cut(g, reason, count_cut) for g, reason in zip(grades[at : at + len(item.texts)], item.finish or [None] * len(item.texts))]
         at += len(item.texts)
+
+
+def apply_count_cut(grade: Grade, finish_reason: str | None, count_cut: CountCut) -> Grade:
+    """Under `--count-cut wrong` a sample cut by --max-tokens is wrong whatever it holds."""
+    if count_cut == CountCut.wrong and finish_reason == CUT and grade.label:
+        return Grade(0, grade.pred, grade.status)
+    return grade
 
 
 def graded_record(item: _Item, source: str, ks: Sequence[int] | None) -> dict[str, Any]:
@@ -142,6 +164,7 @@ def graded_record(item: _Item, source: str, ks: Sequence[int] | None) -> dict[st
         "labels": labels,
         "preds": [g.pred for g in item.grades],
         "grade_status": [g.status for g in item.grades],
+        "flipped_by": [g.flipped_by for g in item.grades],
         "pass_at": record_pass_at(len(labels), sum(labels), ks),
     }
 
@@ -156,8 +179,10 @@ def record_stats(gold: str, texts: Sequence[str], grades: Sequence[Grade], finis
         no_answer=statuses.count("no_answer"),
         possible_false_negatives=sum(possible_false_negative(gold, t, g) for t, g in zip(texts, grades)),
         bad_gold=bool(grades) and all(s == "bad_gold" for s in statuses),
-        truncated=None if finish is None else sum(r == "length" for r in finish),
+        truncated=None if finish is None else sum(r == CUT for r in finish),
+        too_long=None if finish is None else sum(r == TOO_LONG for r in finish),
         tokens=None if tokens is None or None in tokens else sum(tokens),
+        flipped_by=[g.flipped_by for g in grades if g.flipped_by],
     )
 
 
@@ -181,7 +206,9 @@ def stats_of_graded(obj: Mapping[str, Any], cfg: EvalConfig, path: str = "graded
     labels = _graded_list(obj, "labels", n, lambda v: v in (0, 1) and not isinstance(v, float), "0/1 labels", path, line)
     preds = _graded_list(obj, "preds", n, lambda v: v is None or isinstance(v, str), "answers (text or null)", path, line)
     status = _graded_list(obj, "grade_status", n, lambda v: v in STATUS_VALUES, "grading statuses", path, line)
-    grades = [Grade(int(label), pred, st) for label, pred, st in zip(labels, preds, status)]
+    flipped = [None] * n if obj.get("flipped_by") is None else _graded_list(
+        obj, "flipped_by", n, lambda v: v is None or v in SECOND_OPINION_RULES, "second-opinion rule names (or null)", path, line)
+    grades = [Grade(int(label), pred, st, rule) for label, pred, st, rule in zip(labels, preds, status, flipped)]
     finish = _per_sample(obj, FINISH_FIELD, n, str, path, line)
     tokens = _per_sample(obj, TOKENS_FIELD, n, int, path, line)
     return record_stats(gold, texts, grades, finish, tokens)
@@ -217,7 +244,7 @@ def run_eval(
     live = {src: FileSummary(src) for src in sources}  # used when the output is not a file
     report = EvalReport()
     for items in _batches(io, batch_size):
-        grade_items(items, grader)
+        grade_items(items, grader, cfg.count_cut)
         io.write(graded_record(item, source_name(item.rec.source), cfg.ks) for item in items)
         for item in items:
             live[source_name(item.rec.source)].add(record_stats(item.gold, item.texts, item.grades, item.finish, item.tokens))
