@@ -63,9 +63,10 @@ TABLE_FIELDS = ("name", "n_problems", "n_samples", "mean_acc", "truncated_share"
                 "timeouts", "possible_false_negatives", "ungradable_golds")
 
 
-def read_summary(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The rows and the average of an eval `--summary` file, checked: `palign run` ends with
-    this table even when nothing was left to run, so the file is read back, not remembered."""
+def read_summary(path: str) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
+    """The rows, the average and the count-cut policy of an eval `--summary` file, checked:
+    `palign run` ends with this table even when nothing was left to run, so the file is read
+    back, not remembered."""
     import orjson
 
     from palign_cli.errors import InputError
@@ -86,4 +87,6 @@ def read_summary(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         missing = [k for k in TABLE_FIELDS if k not in row]
         if missing:
             raise InputError(path, None, f"lacks {', '.join(missing)} (written by another palign version?)", field=where)
-    return rows, data["average"]
+    config = data.get("config")
+    count_cut = config.get("count_cut") if isinstance(config, dict) else None
+    return rows, data["average"], count_cut if isinstance(count_cut, str) else None

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from palign_cli.config import Grading
+from palign_cli.config import Grading, GradingPolicy
 from palign_cli.options import Group, engine_groups, field_group, io_group, with_groups
 from palign_cli.stages.align import SAMPLING
 
@@ -29,6 +29,7 @@ class Markers(str, Enum):
 
 @with_groups(
     io=io_group(16), fields=field_group("question", "answer"), grading=Group(Grading(), panel=ALIGN_PANEL),
+    policy=Group(GradingPolicy(), only=("strict",), panel=ALIGN_PANEL),
     sampling=Group(SAMPLING), **engine_groups(),
 )
 def command(
@@ -72,13 +73,13 @@ def command(
     io, grading, engine = groups["io"], groups["grading"], resolve_engine(groups["engine"], groups["engine_options"])
     cfg = AlignConfig(
         model=engine.options.model, backend=engine.name, mode=mode.value, sampling=groups["sampling"],
-        markers=markers.value, verify=verify, grade_timeout=grading.grade_timeout,
+        markers=markers.value, verify=verify, grade_timeout=grading.grade_timeout, strict=groups["policy"].strict,
         prompt_template=load_template(prompt_template, default_template(mode.value), template_placeholders(mode.value)),
     )
     required = groups["fields"].roles("question", *(("answer",) if verify else ()))
     run_stage(StageRun(
         NAME, cfg, required={**required, "prefix": ("prefix",)},
-        grader=GraderNeed(grading.grade_workers, grading.grade_timeout) if verify else None,
+        grader=GraderNeed(grading.grade_workers, grading.grade_timeout, cfg.strict) if verify else None,
         run=lambda ctx: run_align(ctx.io, ctx.backend, cfg, ctx.grader, batch_size=io.batch_size, reporter=ctx.reporter),
         summary=lambda stats, io_: summary(stats, io_, verify),
     ), io, engine)

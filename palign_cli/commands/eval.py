@@ -30,7 +30,7 @@ Ks = Annotated[
     str | None,
     typer.Option("--k", metavar="K[,K...]", help="pass@k to report, e.g. 1,3 [default: 1 and n]."),
 ]
-IO_FLAGS = ("output", "overwrite", "shard", "skip_invalid", "id_field", "batch_size")
+IO_FLAGS = ("output", "overwrite", "shard", "skip_invalid", "rejects", "id_field", "batch_size")
 
 
 @with_groups(

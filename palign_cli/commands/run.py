@@ -99,8 +99,8 @@ def _show_table(run_dir: str) -> None:
 
     from palign_cli.eval_table import build_table, print_table, read_summary
 
-    rows, average = read_summary(str(Path(run_dir) / "summary.json"))
-    print_table(build_table(rows, average))
+    rows, average, count_cut = read_summary(str(Path(run_dir) / "summary.json"))
+    print_table(build_table(rows, average, count_cut))
 
 
 def _write_report(run_dir: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from palign_cli.backends.base import PROMPT_TOO_LONG, Backend, Prompt, Sample, SamplingParams
 from palign_cli.config import Fingerprinted, Sampling
+from palign_cli.grading import RULES
 from palign_cli.prompts import ALIGN_PROMPT, SOLVE_PROMPT, align_prompt, sft_target, solve_prompt
 from palign_cli.records import Record, StageIO
 from palign_cli.reporting import NullReporter, ProgressSink
@@ -42,6 +43,7 @@ class AlignConfig(Fingerprinted):
     verify: bool = True
     prompt_template: str | None = None  # None: the mode's own (ALIGN_PROMPT, or SOLVE_PROMPT)
     grade_timeout: float = 5.0
+    strict: bool = False  # math-verify's verdict only (no second opinion), as `eval --strict`
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -51,6 +53,11 @@ class AlignConfig(Fingerprinted):
 
     def request(self, rid: str) -> SamplingParams:
         return self.sampling.params(record_seed(self.sampling.seed, rid))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The options, and the grading rules' version: `verified` depends on both, so an
+        output graded under other rules is not resumed into one with mixed labels."""
+        return {**super().fingerprint(), "grading_rules": RULES}
 
 
 def default_template(mode: str) -> str:
