@@ -199,3 +199,17 @@ def test_a_first_probe_that_is_enough_never_reads_the_second_half(hf_engine, tmp
         units = split_units(rec["long_cot"])
         first += hf_engine.count_tokens(probe_prompt(head_for(rec), units.prefix(r["trace"][0]["k"])))
     assert stats.cot_tokens <= first < 0.75 * stats.floor_tokens
+
+
+@pytest.mark.slow
+def test_vllm_scores_on_its_prefix_cache_equal_hf(vllm_engine, hf_engine):
+    """Forced one-token requests report the raw log-probability, and they hit the prefix cache."""
+    recs = records()[:2] + records()[18:19]
+    for batch in rounds(hf_engine, recs)[:3]:
+        ref, _ = hf_engine.score_probes([(s, c) for s, c, _ in batch], CANDIDATES)
+        sent, cached = vllm_engine.prompt_tokens, vllm_engine.cached_tokens
+        got = vllm_engine.score([p for _, _, p in batch], CANDIDATES)
+        for a, b in zip(got, ref, strict=True):
+            close(a, b, tol=1e-4)
+        # every continuation request finds its prompt cached; only the first token's are new
+        assert vllm_engine.cached_tokens - cached > 0.6 * (vllm_engine.prompt_tokens - sent)
