@@ -380,17 +380,19 @@ def score_probes(
         for group in _groups(rows, backend.options.token_budget):
             batch = [rows[i] for i in group]
             out, _, _ = _batch_forward(backend, batch)
-            logp = torch.log_softmax(out.logits.float(), dim=-1)
             cost.forwards += 1
-            for b, i in enumerate(group):
-                r = rows[i]
-                cost.probe_tokens += len(r.tokens)
-                q = torch.tensor([t[0] for t in r.targets], device=backend.device)
-                tok = torch.tensor([t[1] for t in r.targets], device=backend.device)
-                picked = logp[b, q, tok].tolist()
-                for (_, _, cands), value in zip(r.targets, picked, strict=True):
+            # only the rows' target positions: (targets x vocabulary), not (batch x width x vocabulary)
+            where = [(b, t[0]) for b, i in enumerate(group) for t in rows[i].targets]
+            tokens = [t[1] for i in group for t in rows[i].targets]
+            picked_logits = out.logits[[b for b, _ in where], [q for _, q in where]].float()
+            picked = torch.log_softmax(picked_logits, dim=-1)[torch.arange(len(tokens)), tokens].tolist()
+            n = 0
+            for i in group:
+                cost.probe_tokens += len(rows[i].tokens)
+                for _, _, cands in rows[i].targets:
                     for c in cands:
-                        results[i][c] += value
+                        results[i][c] += picked[n]
+                    n += 1
     return results, cost
 
 
@@ -449,9 +451,8 @@ def _decode(backend: Any, rows: list[_Row], params: list[SamplingParams], limits
     cost.forwards += 1
     cost.probe_tokens += sum(len(r.tokens) for r in rows)
     past = out.past_key_values
-    logits = out.logits[:, :, :].float()
     last = [len(r.tokens) - 1 for r in rows]
-    step_logits = logits[torch.arange(len(rows)), torch.tensor(last)]
+    step_logits = out.logits[list(range(len(rows))), last].float()
     outs: list[list[int]] = [[] for _ in rows]
     finish: list[str | None] = [None] * len(rows)
     active = list(range(len(rows)))  # batch position -> row
