@@ -336,12 +336,20 @@ def main() -> None:
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--skip-generate", action="store_true")
     ap.add_argument("--units", default="sentence", help="comma list of unit kinds to time palign on")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (and vLLM's OpenMP cores 0..N-1); default torch's")
     ap.add_argument("--floor-again", action="store_true", help="time the floor again at the end; keep the lower")
     ap.add_argument("--tail-tokens", default="", help="comma list: also time logprob with these hf_cuts tail budgets")
     ap.add_argument("--check", type=int, default=0, help="compare one-pass with per-probe scores on N problems")
     ap.add_argument("--json", help="write the numbers here too")
     args = ap.parse_args()
     recs = load(Path(args.data), args.limit)
+    if args.threads:
+        # On a CPU shared with other work, each of the many small ops of a probe waits at an
+        # OpenMP barrier for a preempted thread; one thread per process avoids that.
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{args.threads - 1}" if args.threads > 1 else "0")
 
     if args.shape:
         tok = trained_tokenizer([r["long_cot"] for r in recs] + [r["question"] for r in recs], args.vocab)
