@@ -234,7 +234,6 @@ def run_stage(backend, recs: list[dict], name: str, **cfg) -> tuple[Row, list[di
         inp.write_text("".join(json.dumps({k: r[k] for k in ("id", "question", "long_cot")}) + "\n" for r in recs))
         if hasattr(backend, "llm"):
             backend.llm.reset_prefix_cache()  # each run starts cold: nothing from the last one
-        cached = getattr(backend, "cached_tokens", 0)
         sync(backend) if hasattr(backend, "device") else None
         start = time.perf_counter()
         with StageIO(str(inp), str(out), stage="truncate", config=config.fingerprint(),
@@ -243,9 +242,7 @@ def run_stage(backend, recs: list[dict], name: str, **cfg) -> tuple[Row, list[di
         sync(backend) if hasattr(backend, "device") else None
         seconds = time.perf_counter() - start
         records = [json.loads(x) for x in out.read_text().splitlines()]
-    cot = stats.cot_tokens
-    if hasattr(backend, "cached_tokens"):  # vLLM: what its prefix cache did not already hold
-        cot = stats.cot_tokens - (backend.cached_tokens - cached)
+    cot = stats.cot_tokens - stats.cache_hits  # vLLM: what its prefix cache did not already hold
     return Row(name, seconds, stats.judge_calls, stats.backend_calls, cot, stats.probe_tokens,
                stats.floor_tokens, stats.forwards), records
 

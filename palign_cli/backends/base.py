@@ -217,6 +217,11 @@ class Backend(ABC):
         """One sample per probe (session, cut): what `generate` gives for its own prompt."""
         raise NotImplementedError(f"{self.name} cannot probe on a cached prefix")
 
+    def prefix_cache_hits(self) -> int | None:
+        """Prompt tokens found in the engine's prefix cache so far (None where unknown), so a
+        stage can say how much of what it sent was actually read."""
+        return None
+
     def context_length(self) -> int | None:
         """Tokens the model can attend to, when known."""
         return None

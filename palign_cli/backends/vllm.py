@@ -81,6 +81,9 @@ class VLLMBackend(RenderedTokens, Backend):
             **extra,
         )
 
+    def prefix_cache_hits(self) -> int | None:
+        return self.cached_tokens
+
     def _run(self, inputs: list[dict], params: Any) -> list[Any]:
         outputs = self.llm.generate(inputs, sampling_params=params, use_tqdm=False)
         for out in outputs:

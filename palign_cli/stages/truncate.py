@@ -98,6 +98,7 @@ class TruncateStats:
     otherwise (an engine's own prefix cache may save part of that). `floor_tokens`: one read
     of every full judge prompt, the least a judge that sees whole CoTs can read.
     `probe_tokens`: the probes' own tails, replies and decode steps on a cached prefix.
+    `cache_hits`: of `cot_tokens`, those the engine's own prefix cache held (vLLM).
     """
 
     problems: int = 0
@@ -109,11 +110,13 @@ class TruncateStats:
     cot_tokens: int = 0
     probe_tokens: int = 0
     floor_tokens: int = 0
+    cache_hits: int = 0
     bounded: int = 0
 
     @property
     def tokens_read(self) -> int:
-        return self.cot_tokens + self.probe_tokens
+        """Tokens the engine computed: judge prompts (less its prefix-cache hits) and probes."""
+        return self.cot_tokens - self.cache_hits + self.probe_tokens
 
     def add(self, cost: ProbeCost) -> None:
         self.cot_tokens += cost.cot_tokens
@@ -447,6 +450,7 @@ def run_truncate(
     # delay writing (and lose more to a crash); the other judges batch a probe per problem.
     window = 1 if isinstance(judge, CurveJudge) else max_active
     settle = judge.settle if judge is not None else None
+    hits = backend.prefix_cache_hits() if backend is not None else None
     for finished in schedule(problems(io, cfg, bound, judge, stats), judge, window, settle):
         records = [finish(p, cfg) for p in finished]
         io.write(records)
@@ -457,6 +461,8 @@ def run_truncate(
             stats.bounded += "units_fit" in r
         rate = stats.judge_calls / max(time.perf_counter() - start, 1e-9)
         reporter.advance(len(records), rate=f"{rate:.1f} probes/s")
+    if hits is not None:
+        stats.cache_hits = (backend.prefix_cache_hits() or 0) - hits
     return stats
 
 
@@ -464,9 +470,11 @@ def reading(stats: TruncateStats) -> str:
     """Tokens read, against the floor's (one read of every full judge prompt)."""
     if not stats.tokens_read:
         return "tokens read not reported by the engine"
-    against = f" ({stats.cot_tokens / stats.floor_tokens:.2f}x the floor's {stats.floor_tokens})" if stats.floor_tokens else ""
+    read = stats.cot_tokens - stats.cache_hits
+    against = f" ({read / stats.floor_tokens:.2f}x the floor's {stats.floor_tokens})" if stats.floor_tokens else ""
+    hits = f", {stats.cache_hits} more found in the engine's prefix cache" if stats.cache_hits else ""
     probe = f" + {stats.probe_tokens} probe tokens" if stats.probe_tokens else ""
-    return f"{stats.tokens_read} tokens read: {stats.cot_tokens} of judge prompts{against}{probe}"
+    return f"{stats.tokens_read} tokens read: {read} of judge prompts{against}{hits}{probe}"
 
 
 def summary(stats: TruncateStats, io: StageIO) -> str:
