@@ -213,3 +213,21 @@ def test_vllm_scores_on_its_prefix_cache_equal_hf(vllm_engine, hf_engine):
             close(a, b, tol=1e-4)
         # every continuation request finds its prompt cached; only the first token's are new
         assert vllm_engine.cached_tokens - cached > 0.6 * (vllm_engine.prompt_tokens - sent)
+
+
+def test_a_probe_near_the_search_reach_reads_on_to_it(hf_engine):
+    """Read-ahead: once what is left to the reach is small beside what the probe needs."""
+    from palign_cli.backends.hf_probe import READ_AHEAD
+
+    rec = records()[12]
+    units = split_units(rec["long_cot"])
+    session = hf_engine.open_session(head_for(rec), units.text)
+    session.reach = units.end(len(units))
+    far = session.cut(session.reach).split
+    hf_engine.score_probes([(session, units.end(len(units) // 2))], CANDIDATES)
+    assert session.cached < far  # half-way: too far from the reach to read ahead
+    near = max(k for k in range(1, len(units)) if far <= (1 + READ_AHEAD) * session.cut(units.end(k)).split)
+    got, cost = hf_engine.score_probes([(session, units.end(near))], CANDIDATES)
+    assert session.cached == far and cost.cot_tokens == far - session.cut(units.end(len(units) // 2)).split
+    ref = hf_engine.score([probe_prompt(head_for(rec), units.text[: units.end(near)])], CANDIDATES)
+    close(got[0], ref[0])

@@ -31,6 +31,7 @@ from typing import Any
 from palign_cli.backends.base import PROMPT_TOO_LONG, ProbeCost, Prompt, Sample, SamplingParams
 from palign_cli.backends.hf_cuts import (
     FIRST_MARGIN,
+    MASK_ELEMENTS,
     CutTokens,
     _common_prefix,
     _Encoder,
@@ -54,6 +55,7 @@ class PrefixSession:
         self.clean = [t == 0 or offsets[t - 1][1] <= offsets[t][0] for t in range(len(offsets))]
         self.layers: list[Any] = []  # per model layer, a _BufferLayer holding shared[:cached]
         self.cached = 0
+        self.reach: int | None = None  # the furthest cut (characters) the search may still ask
         self._cuts: dict[tuple[int, tuple[str, ...]], CutTokens] = {}
 
     def cut(self, cut: int, candidates: Sequence[str] = ()) -> CutTokens:
@@ -216,14 +218,25 @@ def _score_row(session: PrefixSession, cut: CutTokens, n_cand: int) -> _Row:
     return row
 
 
-def _groups(rows: list[_Row], budget: int) -> list[list[int]]:
-    """Rows (sorted by split, so padding is small) in groups of at most `budget` padded tokens."""
+# Padded cache tokens a group of probes may copy, per --token-budget token: a copied token
+# holds only its keys and values, a computed one also its activations and logits.
+KEYS_PER_BUDGET = 4
+
+
+def _groups(rows: list[_Row], budget: int, max_mask: int = MASK_ELEMENTS) -> list[list[int]]:
+    """Rows (sorted by width, so padding is small) in groups whose padded computed tokens
+    (tails, replies, decode room) stay within `budget`, padded cache copies within
+    KEYS_PER_BUDGET x `budget`, and the mask within `max_mask` elements (a tail that fell
+    back to its whole prompt, split 0, is long)."""
     order = sorted(range(len(rows)), key=lambda i: rows[i].width())
     groups: list[list[int]] = []
     current: list[int] = []
     for i in order:
-        widest = max([rows[j].width() for j in current] + [rows[i].width()])
-        if current and widest * (len(current) + 1) > budget:
+        group = [rows[j] for j in current] + [rows[i]]
+        keys = max(r.split for r in group)
+        tail = max(len(r.tokens) + r.extra for r in group)
+        over = tail * len(group) > budget or (keys + tail) * len(group) > KEYS_PER_BUDGET * budget
+        if current and (over or len(group) * tail * (keys + tail) > max_mask):
             groups.append(current)
             current = []
         current.append(i)
@@ -324,13 +337,18 @@ def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
             layers.append(_buffer_layer()(capacity=width + room))
             continue
         k0, v0 = first.keys(layer)
-        k = k0.new_zeros((b, k0.shape[1], keys + width + room, k0.shape[3]))  # zeros: masked keys stay finite
-        v = v0.new_zeros((b, v0.shape[1], keys + width + room, v0.shape[3]))
+        k = k0.new_empty((b, k0.shape[1], keys + width + room, k0.shape[3]))
+        v = v0.new_empty((b, v0.shape[1], keys + width + room, v0.shape[3]))
+        # every slot a row does not fill is zeroed: masked keys must still be finite
+        k[:, :, keys:] = 0.0
+        v[:, :, keys:] = 0.0
         for i, r in enumerate(rows):
+            rk, rv = r.session.keys(layer) if r.split else (None, None)
             if r.split:
-                rk, rv = r.session.keys(layer)
                 k[i, :, : r.split] = rk[0, :, : r.split]
                 v[i, :, : r.split] = rv[0, :, : r.split]
+            k[i, :, r.split: keys] = 0.0
+            v[i, :, r.split: keys] = 0.0
         layers.append(_buffer_layer()(keys=k, values=v, length=keys))
     mask = torch.full((b, 1, width, keys + width), torch.finfo(dtype).min, dtype=dtype)
     for i, r in enumerate(rows):
@@ -352,15 +370,26 @@ def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
     return out, keys, width
 
 
+# A probe needing the cache extended reads on to the furthest cut its search may still ask
+# (`PrefixSession.reach`) when that adds at most this share of what it needs anyway: the end of
+# a run of NOT_ENOUGH verdicts then costs one forward, not one per ever smaller step.
+READ_AHEAD = 0.25
+
+
 def _prefill(backend: Any, sessions_upto: list[tuple[PrefixSession, int]]) -> tuple[int, int]:
     """Extend each session's cache to the split its probe needs; (tokens read, forwards)."""
     chunk = max(256, backend.options.token_budget)
     read = forwards = 0
     for session, upto in sessions_upto:
-        if upto > session.cached:
-            before = session.cached
-            read += session.extend(upto, chunk)
-            forwards += -(-(upto - before) // chunk)
+        if upto <= session.cached:
+            continue
+        if session.reach is not None:
+            ahead = session.cut(session.reach).split
+            if upto < ahead <= upto + READ_AHEAD * upto:
+                upto = ahead
+        before = session.cached
+        read += session.extend(upto, chunk)
+        forwards += -(-(upto - before) // chunk)
     return read, forwards
 
 

@@ -308,6 +308,8 @@ class PrefixJudge:
         return entries
 
     def _cached(self, probes: list[tuple[Problem, int]]) -> list[dict[str, Any]]:
+        for p, _ in probes:  # how far the engine may read ahead for this search
+            p.session.reach = p.units.end(p.search.reach)
         pairs = [(p.session, p.units.end(k)) for p, k in probes]
         if self.cfg.judge == "logprob":
             scores, cost = self.backend.score_probes(pairs, [ENOUGH, NOT_ENOUGH])
