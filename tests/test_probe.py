@@ -50,6 +50,17 @@ def rounds(engine, recs: list[dict]) -> list[list[tuple]]:
     return out
 
 
+@pytest.fixture(params=["in-place", "padded"])
+def layout(request, monkeypatch):
+    """in-place: rows attend to their own caches (the CPU path); padded: the caches copied into
+    one padded batch (the GPU path), forced here so that CPU tests cover it too."""
+    from palign_cli.backends import hf_probe
+
+    if request.param == "padded":
+        monkeypatch.setattr(hf_probe, "_ragged", lambda backend: False)
+    return request.param
+
+
 def close(a, b, tol=1e-4):
     for x, y in zip(a, b, strict=True):
         assert x == pytest.approx(y, abs=tol), (a, b)
@@ -69,7 +80,7 @@ def test_probe_tokens_equal_each_probes_own_tokenization(hf_engine):
                 assert cut.replies[c] == reply_ids
 
 
-def test_scores_equal_per_probe_scoring_on_real_cots(hf_engine):
+def test_scores_equal_per_probe_scoring_on_real_cots(hf_engine, layout):
     recs = records()[:3] + records()[20:22]
     for batch in rounds(hf_engine, recs):
         got, cost = hf_engine.score_probes([(s, c) for s, c, _ in batch], CANDIDATES)
@@ -129,7 +140,7 @@ def test_a_small_token_budget_splits_the_round_and_changes_nothing(tiny_model, h
     ],
     ids=["greedy", "seeded-sampling"],
 )
-def test_replies_equal_generate_on_each_probes_own_prompt(hf_engine, params):
+def test_replies_equal_generate_on_each_probes_own_prompt(hf_engine, params, layout):
     recs = records()[:2] + records()[15:17]
     for batch in rounds(hf_engine, recs):
         asked = [params.with_seed(None if params.seed is None else params.seed + i) for i in range(len(batch))]
@@ -141,7 +152,7 @@ def test_replies_equal_generate_on_each_probes_own_prompt(hf_engine, params):
         assert cost.probe_tokens > 0
 
 
-def test_rows_that_stop_early_drop_out_of_the_batch(hf_engine):
+def test_rows_that_stop_early_drop_out_of_the_batch(hf_engine, layout):
     """A stop string that one row's greedy reply hits early: that row stops, the others go on."""
     batch = rounds(hf_engine, records()[:4])[0]
     pairs, prompts = [(s, c) for s, c, _ in batch], [p for _, _, p in batch]

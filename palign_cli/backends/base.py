@@ -217,9 +217,9 @@ class Backend(ABC):
         """One sample per probe (session, cut): what `generate` gives for its own prompt."""
         raise NotImplementedError(f"{self.name} cannot probe on a cached prefix")
 
-    def prefix_cache_hits(self) -> int | None:
-        """Prompt tokens found in the engine's prefix cache so far (None where unknown), so a
-        stage can say how much of what it sent was actually read."""
+    def prompt_token_counts(self) -> tuple[int, int] | None:
+        """(prompt tokens sent, of those found in the engine's prefix cache) so far, where the
+        engine tells (None elsewhere): a stage can say how much it really made the engine read."""
         return None
 
     def context_length(self) -> int | None:

@@ -133,6 +133,9 @@ def _extension_attention(module: Any, query: Any, key: Any, value: Any, attentio
     import torch
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
+    prefix = kwargs.pop("palign_prefix", None)
+    if prefix is not None:
+        return _ragged_attention(module, query, key, value, attention_mask, prefix, kwargs.get("scaling"))
     q_len, k_len = query.shape[2], key.shape[2]
     if attention_mask is not None or q_len == 1 or q_len >= k_len:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
@@ -147,6 +150,38 @@ def _extension_attention(module: Any, query: Any, key: Any, value: Any, attentio
     lse = torch.logaddexp(lse_past, lse_new)
     out = out_past * torch.exp(lse_past - lse)[..., None] + out_new * torch.exp(lse_new - lse)[..., None]
     return out.transpose(1, 2).contiguous(), None
+
+
+def _ragged_attention(module: Any, query: Any, key: Any, value: Any, mask: Any, prefix: list, scale: Any):
+    """Probe rows on CPU without copying their caches into a padded batch: each row attends to
+    its own session's keys [0, split) in place, and the batch to its new keys (tails, replies,
+    decoded tokens) under `mask`; the two parts merge by their log-sum-exp."""
+    import torch
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    out_new, lse_new = flash(query, key, value, attn_mask=mask, scale=scale)
+    outs = []
+    for b, (session, split) in enumerate(prefix):
+        if not split:
+            outs.append(out_new[b])
+            continue
+        kb, vb = session.keys(module.layer_idx)
+        kb, vb = kb[:, :, :split], vb[:, :, :split]
+        if groups > 1:
+            kb, vb = repeat_kv(kb, groups), repeat_kv(vb, groups)
+        out_old, lse_old = flash(query[b:b + 1], kb, vb, scale=scale)
+        lse = torch.logaddexp(lse_old[0], lse_new[b])
+        outs.append(out_old[0] * torch.exp(lse_old[0] - lse)[..., None] + out_new[b] * torch.exp(lse_new[b] - lse)[..., None])
+    return torch.stack(outs).transpose(1, 2).contiguous(), None
+
+
+def _ragged(backend: Any) -> bool:
+    """Whether probe rows attend to their caches in place (CPU) rather than padded copies."""
+    return str(backend.device) == "cpu" and backend.model.config._attn_implementation == "sdpa"
 
 
 class extension_attention:  # noqa: N801 - used as a context manager, like torch's
@@ -323,7 +358,8 @@ def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
     """
     torch = backend.torch
     device, dtype = backend.device, backend.model.dtype
-    b, keys = len(rows), max(r.split for r in rows)
+    ragged = _ragged(backend)
+    b, keys = len(rows), 0 if ragged else max(r.split for r in rows)
     width = max(len(r.tokens) for r in rows)
     ids = torch.full((b, width), backend.pad_id, dtype=torch.long)
     pos = torch.zeros((b, width), dtype=torch.long)
@@ -331,9 +367,9 @@ def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
         ids[i, : len(r.tokens)] = torch.tensor(r.tokens)
         pos[i, : len(r.tokens)] = torch.tensor(r.positions)
     layers = []
-    first = next((r.session for r in rows if r.split), None)
+    first = None if ragged else next((r.session for r in rows if r.split), None)
     for layer in range(backend.model.config.num_hidden_layers):
-        if first is None:  # no row has shared tokens: a plain cache, sized for the tails and replies
+        if first is None:  # ragged, or no row has shared tokens: a cache for the tails and replies
             layers.append(_buffer_layer()(capacity=width + room))
             continue
         k0, v0 = first.keys(layer)
@@ -353,21 +389,26 @@ def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
     mask = torch.full((b, 1, width, keys + width), torch.finfo(dtype).min, dtype=dtype)
     for i, r in enumerate(rows):
         n = len(r.tokens)
-        mask[i, 0, :, : r.split] = 0.0
+        if not ragged:
+            mask[i, 0, :, : r.split] = 0.0
         owner = torch.tensor(r.owner)
         parent = torch.tensor(r.parents)[owner]
         idx = torch.arange(n)
         ok = ((owner[:, None] == owner[None, :]) & (idx[None, :] <= idx[:, None])) | (parent[:, None] == owner[None, :])
         mask[i, 0, :n, keys: keys + n].masked_fill_(ok, 0.0)
         mask[i, 0, n:, keys: keys + n] = 0.0  # padded queries see something (no NaN); unused
-    out = backend.model(
-        input_ids=ids.to(device),
-        position_ids=pos.to(device),
-        attention_mask=mask.to(device),
-        past_key_values=_cache(layers),
-        use_cache=True,
-    )
+    extra = {"palign_prefix": [(r.session, r.split) for r in rows]} if ragged else {}
+    with extension_attention(backend):
+        out = backend.model(
+            input_ids=ids.to(device),
+            position_ids=pos.to(device),
+            attention_mask=mask.to(device),
+            past_key_values=_cache(layers),
+            use_cache=True,
+            **extra,
+        )
     return out, keys, width
+
 
 
 # A probe needing the cache extended reads on to the furthest cut its search may still ask
@@ -476,6 +517,7 @@ def _decode(backend: Any, rows: list[_Row], params: list[SamplingParams], limits
     torch = backend.torch
     device, dtype = backend.device, backend.model.dtype
     gens = [_seed_generator(backend, p) for p in params]
+    ragged = _ragged(backend)
     out, keys, width = _batch_forward(backend, rows, room=max(limits))
     cost.forwards += 1
     cost.probe_tokens += sum(len(r.tokens) for r in rows)
@@ -488,7 +530,8 @@ def _decode(backend: Any, rows: list[_Row], params: list[SamplingParams], limits
     # per row: which keys it may see (its shared split, its tail); decode keys are appended
     base = torch.full((len(rows), keys + width), torch.finfo(dtype).min, dtype=dtype)
     for i, r in enumerate(rows):
-        base[i, : r.split] = 0.0
+        if keys:  # padded copies of the caches (else each row's own cache, in place)
+            base[i, : r.split] = 0.0
         base[i, keys: keys + len(r.tokens)] = 0.0
     base = base.to(device)
     step = 0
@@ -517,8 +560,10 @@ def _decode(backend: Any, rows: list[_Row], params: list[SamplingParams], limits
         base = torch.cat([base, torch.zeros((len(active), 1), dtype=dtype, device=device)], dim=-1)
         ids = torch.tensor(next_tokens, device=device)[:, None]
         pos = torch.tensor([rows[i].split + len(rows[i].tokens) + step - 1 for i in active], device=device)[:, None]
-        out = backend.model(input_ids=ids, position_ids=pos, attention_mask=base[:, None, None, :],
-                            past_key_values=past, use_cache=True)
+        extra = {"palign_prefix": [(rows[i].session, rows[i].split) for i in active]} if ragged else {}
+        with extension_attention(backend):
+            out = backend.model(input_ids=ids, position_ids=pos, attention_mask=base[:, None, None, :],
+                                past_key_values=past, use_cache=True, **extra)
         past = out.past_key_values
         step_logits = out.logits[:, -1, :].float()
         cost.forwards += 1

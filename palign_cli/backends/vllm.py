@@ -81,8 +81,8 @@ class VLLMBackend(RenderedTokens, Backend):
             **extra,
         )
 
-    def prefix_cache_hits(self) -> int | None:
-        return self.cached_tokens
+    def prompt_token_counts(self) -> tuple[int, int] | None:
+        return self.prompt_tokens, self.cached_tokens
 
     def _run(self, inputs: list[dict], params: Any) -> list[Any]:
         outputs = self.llm.generate(inputs, sampling_params=params, use_tqdm=False)

@@ -98,7 +98,8 @@ class TruncateStats:
     otherwise (an engine's own prefix cache may save part of that). `floor_tokens`: one read
     of every full judge prompt, the least a judge that sees whole CoTs can read.
     `probe_tokens`: the probes' own tails, replies and decode steps on a cached prefix.
-    `cache_hits`: of `cot_tokens`, those the engine's own prefix cache held (vLLM).
+    `cache_hits`: of `cot_tokens`, those the engine's own prefix cache held; where the engine
+    counts (vLLM), `cot_tokens` is its count of prompt tokens sent, scoring requests included.
     """
 
     problems: int = 0
@@ -452,7 +453,7 @@ def run_truncate(
     # delay writing (and lose more to a crash); the other judges batch a probe per problem.
     window = 1 if isinstance(judge, CurveJudge) else max_active
     settle = judge.settle if judge is not None else None
-    hits = backend.prefix_cache_hits() if backend is not None else None
+    counts = backend.prompt_token_counts() if backend is not None else None
     for finished in schedule(problems(io, cfg, bound, judge, stats), judge, window, settle):
         records = [finish(p, cfg) for p in finished]
         io.write(records)
@@ -463,8 +464,9 @@ def run_truncate(
             stats.bounded += "units_fit" in r
         rate = stats.judge_calls / max(time.perf_counter() - start, 1e-9)
         reporter.advance(len(records), rate=f"{rate:.1f} probes/s")
-    if hits is not None:
-        stats.cache_hits = (backend.prefix_cache_hits() or 0) - hits
+    if counts is not None:  # the engine's own count: every request it was sent, and its cache hits
+        sent, cached = backend.prompt_token_counts() or counts
+        stats.cot_tokens, stats.cache_hits = sent - counts[0], cached - counts[1]
     return stats
 
 
