@@ -57,7 +57,7 @@ def layout(request, monkeypatch):
     from palign_cli.backends import hf_probe
 
     if request.param == "padded":
-        monkeypatch.setattr(hf_probe, "_ragged", lambda backend: False)
+        monkeypatch.setattr(hf_probe, "in_place", lambda backend: False)
     return request.param
 
 

@@ -10,10 +10,12 @@ A probe is then a short tail on that cache: the last characters before the cut r
 (`hf_cuts` finds a split where BPE agrees, so the probe's tokens equal those of its own full
 prompt), the prompt's suffix, then either the candidate replies (logprob) or a greedy decode
 (generate). The tails of all problems in one scheduler round go into one forward over a
-ragged batch: each row's cache is copied into a padded batch cache (keys past the row's split
-masked), each row has its own position ids, and the rows' tails are right-padded. Rows are
-grouped so that rows x (keys + tail + reply) stays within `--token-budget`; decode steps of a
-generate round are batched the same way, and rows that stop drop out.
+ragged batch, each row with its own position ids and its tail right-padded. On a GPU each
+row's cache is copied into a padded batch cache (keys past the row's split masked): one big
+forward is what pays there. On CPU nothing is copied: each row attends to its own cache in
+place and the batch to its new keys, merged by log-sum-exp (`hf_kv._ragged_attention`). Rows are
+grouped so that computed tokens stay within `--token-budget` (and padded copies within 4x
+it); decode steps of a generate round are batched the same way, and rows that stop drop out.
 
 Decisions equal those of probing each prefix on its own prompt: same tokens, and (float
 rounding aside) the same log-probabilities; a generate probe samples with the same per-row
@@ -39,6 +41,7 @@ from palign_cli.backends.hf_cuts import (
     _stable_split,
     split_head,
 )
+from palign_cli.backends.hf_kv import buffer_layer, cache_over, extension_attention, in_place
 
 
 class PrefixSession:
@@ -86,10 +89,10 @@ class PrefixSession:
     def _chunk(self, torch: Any, model: Any, end: int) -> int:
         """One chunked-prefill forward of shared[cached:end] on the cache."""
         if not self.layers:
-            self.layers = [_buffer_layer()(capacity=len(self.shared)) for _ in range(model.config.num_hidden_layers)]
+            self.layers = [buffer_layer()(capacity=len(self.shared)) for _ in range(model.config.num_hidden_layers)]
         ids = torch.tensor([self.shared[self.cached:end]], device=self.backend.device)
         positions = torch.arange(self.cached, end, device=self.backend.device)[None]
-        model(input_ids=ids, position_ids=positions, past_key_values=_cache(self.layers), use_cache=True,
+        model(input_ids=ids, position_ids=positions, past_key_values=cache_over(self.layers), use_cache=True,
               logits_to_keep=1)
         read, self.cached = end - self.cached, end
         return read
@@ -118,91 +121,6 @@ def open_session(backend: Any, head: Prompt, text: str) -> PrefixSession | None:
     if parts is None:
         return None
     return PrefixSession(backend, parts[0], parts[1], text)
-
-
-# ----- chunked prefill without a mask (CPU) -------------------------------------------------
-
-_EXTENSION = "palign_extension"
-
-
-def _extension_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any):
-    """sdpa, except for a chunk of queries after a cached past with no mask given: there, the
-    past is attended in full and the chunk causally, in two kernel calls merged by their
-    log-sum-exp. On CPU that skips building a (chunk x past+chunk) mask, which costs more
-    than the attention itself, and keeps the causal kernel for the chunk."""
-    import torch
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-
-    prefix = kwargs.pop("palign_prefix", None)
-    if prefix is not None:
-        return _ragged_attention(module, query, key, value, attention_mask, prefix, kwargs.get("scaling"))
-    q_len, k_len = query.shape[2], key.shape[2]
-    if attention_mask is not None or q_len == 1 or q_len >= k_len:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    if key.shape[1] != query.shape[1]:
-        key = repeat_kv(key, query.shape[1] // key.shape[1])
-        value = repeat_kv(value, query.shape[1] // value.shape[1])
-    past = k_len - q_len
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    scale = kwargs.get("scaling")
-    out_past, lse_past = flash(query, key[:, :, :past], value[:, :, :past], scale=scale)
-    out_new, lse_new = flash(query, key[:, :, past:], value[:, :, past:], is_causal=True, scale=scale)
-    lse = torch.logaddexp(lse_past, lse_new)
-    out = out_past * torch.exp(lse_past - lse)[..., None] + out_new * torch.exp(lse_new - lse)[..., None]
-    return out.transpose(1, 2).contiguous(), None
-
-
-def _ragged_attention(module: Any, query: Any, key: Any, value: Any, mask: Any, prefix: list, scale: Any):
-    """Probe rows on CPU without copying their caches into a padded batch: each row attends to
-    its own session's keys [0, split) in place, and the batch to its new keys (tails, replies,
-    decoded tokens) under `mask`; the two parts merge by their log-sum-exp."""
-    import torch
-    from transformers.integrations.sdpa_attention import repeat_kv
-
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:
-        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    out_new, lse_new = flash(query, key, value, attn_mask=mask, scale=scale)
-    outs = []
-    for b, (session, split) in enumerate(prefix):
-        if not split:
-            outs.append(out_new[b])
-            continue
-        kb, vb = session.keys(module.layer_idx)
-        kb, vb = kb[:, :, :split], vb[:, :, :split]
-        if groups > 1:
-            kb, vb = repeat_kv(kb, groups), repeat_kv(vb, groups)
-        out_old, lse_old = flash(query[b:b + 1], kb, vb, scale=scale)
-        lse = torch.logaddexp(lse_old[0], lse_new[b])
-        outs.append(out_old[0] * torch.exp(lse_old[0] - lse)[..., None] + out_new[b] * torch.exp(lse_new[b] - lse)[..., None])
-    return torch.stack(outs).transpose(1, 2).contiguous(), None
-
-
-def _ragged(backend: Any) -> bool:
-    """Whether probe rows attend to their caches in place (CPU) rather than padded copies."""
-    return str(backend.device) == "cpu" and backend.model.config._attn_implementation == "sdpa"
-
-
-class extension_attention:  # noqa: N801 - used as a context manager, like torch's
-    """While active, a CPU model's attention runs `_extension_attention` (mask-free chunks);
-    elsewhere (CUDA) the model's own sdpa with the mask transformers builds."""
-
-    def __init__(self, backend: Any):
-        self.config = backend.model.config
-        self.on = str(backend.device) == "cpu" and self.config._attn_implementation == "sdpa"
-
-    def __enter__(self) -> None:
-        if self.on:
-            from transformers import AttentionInterface
-
-            if _EXTENSION not in AttentionInterface._global_mapping:
-                AttentionInterface.register(_EXTENSION, _extension_attention)
-            self.config._attn_implementation = _EXTENSION
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.on:
-            self.config._attn_implementation = "sdpa"
 
 
 # ----- rows of a batched round -----------------------------------------------------------
@@ -280,76 +198,6 @@ def _groups(rows: list[_Row], budget: int, max_mask: int = MASK_ELEMENTS) -> lis
     return groups
 
 
-def _cache(layers: list[Any]) -> Any:
-    """A DynamicCache over these layers (kept by the caller: they outlive the forward)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(ddp_cache_data=[(None, None)] * len(layers))
-    cache.layers = layers
-    return cache
-
-
-_BUFFER_LAYER = None
-
-
-def _buffer_layer():
-    """transformers' DynamicLayer, but appending into a preallocated buffer instead of
-    concatenating: a cache read in chunks, or a batch decoding token by token, is not copied
-    whole at every step. `keys`/`values` are views of the filled part."""
-    global _BUFFER_LAYER
-    if _BUFFER_LAYER is not None:
-        return _BUFFER_LAYER
-    import torch
-    from transformers.cache_utils import DynamicLayer
-
-    class BufferLayer(DynamicLayer):
-        def __init__(self, capacity: int = 0, keys: Any = None, values: Any = None, length: int = 0):
-            super().__init__()
-            self.capacity, self.buf_k, self.buf_v, self.length = capacity, keys, values, length
-            if keys is not None:
-                self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-                self._views()
-
-        def _views(self) -> None:
-            self.keys = self.buf_k[:, :, : self.length]
-            self.values = self.buf_v[:, :, : self.length]
-
-        def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
-            super().lazy_initialization(key_states, value_states)
-            b, h, _, d = key_states.shape
-            self.buf_k = key_states.new_empty((b, h, self.capacity, d))
-            self.buf_v = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
-
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            if end > self.buf_k.shape[-2]:  # grow (rarely: capacities are sized up front)
-                grow = max(end, 2 * self.buf_k.shape[-2])
-                pad = (0, 0, 0, grow - self.buf_k.shape[-2])
-                self.buf_k = torch.nn.functional.pad(self.buf_k, pad)
-                self.buf_v = torch.nn.functional.pad(self.buf_v, pad)
-            self.buf_k[:, :, self.length:end] = key_states
-            self.buf_v[:, :, self.length:end] = value_states
-            self.length = end
-            self._views()
-            return self.keys, self.values
-
-        def shrink(self, length: int) -> None:
-            """Keep the first `length` tokens in a buffer of just that size (frees memory)."""
-            self.buf_k = self.buf_k[:, :, :length].clone()
-            self.buf_v = self.buf_v[:, :, :length].clone()
-            self.length = min(self.length, length)
-            self._views()
-
-        def batch_select_indices(self, indices: Any) -> None:
-            self.buf_k, self.buf_v = self.buf_k[indices], self.buf_v[indices]
-            self._views()
-
-    _BUFFER_LAYER = BufferLayer
-    return BufferLayer
-
-
 def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
     """One forward of the rows' tails over their sessions' caches, padded to a common shape.
 
@@ -358,7 +206,7 @@ def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
     """
     torch = backend.torch
     device, dtype = backend.device, backend.model.dtype
-    ragged = _ragged(backend)
+    ragged = in_place(backend)
     b, keys = len(rows), 0 if ragged else max(r.split for r in rows)
     width = max(len(r.tokens) for r in rows)
     ids = torch.full((b, width), backend.pad_id, dtype=torch.long)
@@ -370,7 +218,7 @@ def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
     first = None if ragged else next((r.session for r in rows if r.split), None)
     for layer in range(backend.model.config.num_hidden_layers):
         if first is None:  # ragged, or no row has shared tokens: a cache for the tails and replies
-            layers.append(_buffer_layer()(capacity=width + room))
+            layers.append(buffer_layer()(capacity=width + room))
             continue
         k0, v0 = first.keys(layer)
         k = k0.new_empty((b, k0.shape[1], keys + width + room, k0.shape[3]))
@@ -385,7 +233,7 @@ def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
                 v[i, :, : r.split] = rv[0, :, : r.split]
             k[i, :, r.split: keys] = 0.0
             v[i, :, r.split: keys] = 0.0
-        layers.append(_buffer_layer()(keys=k, values=v, length=keys))
+        layers.append(buffer_layer()(keys=k, values=v, length=keys))
     mask = torch.full((b, 1, width, keys + width), torch.finfo(dtype).min, dtype=dtype)
     for i, r in enumerate(rows):
         n = len(r.tokens)
@@ -403,7 +251,7 @@ def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
             input_ids=ids.to(device),
             position_ids=pos.to(device),
             attention_mask=mask.to(device),
-            past_key_values=_cache(layers),
+            past_key_values=cache_over(layers),
             use_cache=True,
             **extra,
         )
@@ -517,7 +365,7 @@ def _decode(backend: Any, rows: list[_Row], params: list[SamplingParams], limits
     torch = backend.torch
     device, dtype = backend.device, backend.model.dtype
     gens = [_seed_generator(backend, p) for p in params]
-    ragged = _ragged(backend)
+    ragged = in_place(backend)
     out, keys, width = _batch_forward(backend, rows, room=max(limits))
     cost.forwards += 1
     cost.probe_tokens += sum(len(r.tokens) for r in rows)
