@@ -198,11 +198,12 @@ def _groups(rows: list[_Row], budget: int, max_mask: int = MASK_ELEMENTS) -> lis
     return groups
 
 
-def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
+def _batch_forward(backend: Any, rows: list[_Row], keep: list[int], room: int = 0):
     """One forward of the rows' tails over their sessions' caches, padded to a common shape.
 
     Returns the model output and the padded key length. Keys past a row's split are masked, so
-    a row sees exactly shared[:split] and its own tail, as its own prompt would.
+    a row sees exactly shared[:split] and its own tail, as its own prompt would. Logits are
+    computed at the tail positions in `keep` only (sorted; their union over the rows).
     """
     torch = backend.torch
     device, dtype = backend.device, backend.model.dtype
@@ -253,6 +254,7 @@ def _batch_forward(backend: Any, rows: list[_Row], room: int = 0):
             attention_mask=mask.to(device),
             past_key_values=cache_over(layers),
             use_cache=True,
+            logits_to_keep=torch.tensor(keep, device=device),
             **extra,
         )
     return out, keys, width
@@ -297,12 +299,14 @@ def score_probes(
         cost.cot_tokens, cost.forwards = _prefill(backend, [(r.session, r.split) for r in rows])
         for group in _groups(rows, backend.options.token_budget):
             batch = [rows[i] for i in group]
-            out, _, _ = _batch_forward(backend, batch)
+            keep = sorted({t[0] for r in batch for t in r.targets})
+            out, _, _ = _batch_forward(backend, batch, keep)
             cost.forwards += 1
             # only the rows' target positions: (targets x vocabulary), not (batch x width x vocabulary)
             where = [(b, t[0]) for b, i in enumerate(group) for t in rows[i].targets]
             tokens = [t[1] for i in group for t in rows[i].targets]
-            picked_logits = out.logits[[b for b, _ in where], [q for _, q in where]].float()
+            column = {q: j for j, q in enumerate(keep)}
+            picked_logits = out.logits[[b for b, _ in where], [column[q] for _, q in where]].float()
             picked = torch.log_softmax(picked_logits, dim=-1)[torch.arange(len(tokens)), tokens].tolist()
             n = 0
             for i in group:
@@ -366,12 +370,13 @@ def _decode(backend: Any, rows: list[_Row], params: list[SamplingParams], limits
     device, dtype = backend.device, backend.model.dtype
     gens = [_seed_generator(backend, p) for p in params]
     ragged = in_place(backend)
-    out, keys, width = _batch_forward(backend, rows, room=max(limits))
+    last = [len(r.tokens) - 1 for r in rows]
+    keep = sorted(set(last))
+    out, keys, width = _batch_forward(backend, rows, keep, room=max(limits))
     cost.forwards += 1
     cost.probe_tokens += sum(len(r.tokens) for r in rows)
     past = out.past_key_values
-    last = [len(r.tokens) - 1 for r in rows]
-    step_logits = out.logits[list(range(len(rows))), last].float()
+    step_logits = out.logits[list(range(len(rows))), [keep.index(q) for q in last]].float()
     outs: list[list[int]] = [[] for _ in rows]
     finish: list[str | None] = [None] * len(rows)
     active = list(range(len(rows)))  # batch position -> row
