@@ -13,7 +13,11 @@ Every run uses the same model object, the same machine and the same 40 problems:
 - floor: one batched prefill of every full judge prompt (k = m); the lower of two ways is
   taken: left-padded batches under the token budget, and one prompt at a time unpadded.
 - palign: the real stage (StageIO, scheduler, judges) with --backend hf, generate (5-token
-  replies) and logprob (the one-pass curve); with vLLM too where it is installed.
+  replies) and logprob, both as short probes on each problem's lazily read KV cache; with
+  vLLM too where it is installed (its prefix cache emptied before each timed run, and a vLLM
+  floor of its own: one prefill of every full judge prompt, max_tokens=1).
+Each palign row reports the judge-prompt tokens it read against the floor's (`cot/floor`),
+its probe tokens (tails, replies, decode steps), engine calls and model forwards.
 Decisions of a random model are noise, so the agreement of chosen prefix lengths with the
 reference is measured apart, under a scripted judge (sufficient once the prefix holds a
 per-problem share of the CoT's characters), for the reference's units and for sentences.
@@ -54,7 +58,10 @@ class Row:
     seconds: float
     judge_calls: int = 0
     backend_calls: int = 0
-    tokens: int = 0
+    tokens: int = 0  # judge-prompt tokens read (the CoTs and their prompts)
+    probe_tokens: int = 0
+    floor_tokens: int = 0
+    forwards: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -225,6 +232,8 @@ def run_stage(backend, recs: list[dict], name: str, **cfg) -> tuple[Row, list[di
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
         inp.write_text("".join(json.dumps({k: r[k] for k in ("id", "question", "long_cot")}) + "\n" for r in recs))
+        if hasattr(backend, "llm"):
+            backend.llm.reset_prefix_cache()  # each run starts cold: nothing from the last one
         sync(backend) if hasattr(backend, "device") else None
         start = time.perf_counter()
         with StageIO(str(inp), str(out), stage="truncate", config=config.fingerprint(),
@@ -233,7 +242,9 @@ def run_stage(backend, recs: list[dict], name: str, **cfg) -> tuple[Row, list[di
         sync(backend) if hasattr(backend, "device") else None
         seconds = time.perf_counter() - start
         records = [json.loads(x) for x in out.read_text().splitlines()]
-    return Row(name, seconds, stats.judge_calls, stats.backend_calls, stats.tokens_read), records
+    cot = stats.cot_tokens - stats.cache_hits  # vLLM: what its prefix cache did not already hold
+    return Row(name, seconds, stats.judge_calls, stats.backend_calls, cot, stats.probe_tokens,
+               stats.floor_tokens, stats.forwards), records
 
 
 # ----- agreement under a scripted judge ------------------------------------------------------
@@ -299,11 +310,14 @@ def agreement(recs: list[dict]) -> dict:
 
 
 def table(rows: list[Row], ref: Row, floor: Row) -> None:
-    print(f"{'run':44} {'wall s':>8} {'judge':>6} {'calls':>6} {'tokens':>9} {'ref/x':>7} {'x/floor':>8}")
+    print(f"{'run':44} {'wall s':>8} {'judge':>6} {'calls':>6} {'fwds':>6} {'cot tok':>9} {'cot/floor':>9} "
+          f"{'probe tok':>9} {'ref/x':>7} {'x/floor':>8}")
     rows = [r for r in rows if r.name != "warm-up"]
     for r in rows:
-        print(f"{r.name:44} {r.seconds:8.2f} {r.judge_calls:6d} {r.backend_calls:6d} {r.tokens:9d} "
-              f"{ref.seconds / r.seconds:7.2f} {r.seconds / floor.seconds:8.2f}")
+        base = r.extra.get("floor_seconds", floor.seconds)
+        share = f"{r.tokens / r.floor_tokens:9.2f}" if r.floor_tokens else f"{'':9}"
+        print(f"{r.name:44} {r.seconds:8.2f} {r.judge_calls:6d} {r.backend_calls:6d} {r.forwards:6d} {r.tokens:9d} "
+              f"{share} {r.probe_tokens:9d} {ref.seconds / r.seconds:7.2f} {r.seconds / base:8.2f}")
 
 
 def main() -> None:
@@ -318,12 +332,21 @@ def main() -> None:
     ap.add_argument("--skip-vllm", action="store_true")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--skip-generate", action="store_true")
+    ap.add_argument("--units", default="sentence", help="comma list of unit kinds to time palign on")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (and vLLM's OpenMP cores 0..N-1); default torch's")
     ap.add_argument("--floor-again", action="store_true", help="time the floor again at the end; keep the lower")
     ap.add_argument("--tail-tokens", default="", help="comma list: also time logprob with these hf_cuts tail budgets")
     ap.add_argument("--check", type=int, default=0, help="compare one-pass with per-probe scores on N problems")
     ap.add_argument("--json", help="write the numbers here too")
     args = ap.parse_args()
     recs = load(Path(args.data), args.limit)
+    if args.threads:
+        # On a CPU shared with other work, each of the many small ops of a probe waits at an
+        # OpenMP barrier for a preempted thread; one thread per process avoids that.
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{args.threads - 1}" if args.threads > 1 else "0")
 
     if args.shape:
         tok = trained_tokenizer([r["long_cot"] for r in recs] + [r["question"] for r in recs], args.vocab)
@@ -360,7 +383,7 @@ def main() -> None:
               f"(vs {ref.seconds / ref.judge_calls:.3f} s per 5-token probe)", flush=True)
 
     run_stage(backend, recs[:2], "warm-up", judge="logprob")  # first masked-attention kernels
-    for unit in ("reference", "sentence"):
+    for unit in args.units.split(","):
         if not args.skip_generate:
             row, _ = run_stage(backend, recs, f"palign hf generate ({unit} units)", unit=unit, max_tokens=5)
             rows.append(row)
@@ -386,7 +409,7 @@ def main() -> None:
         floor = min([floor, *again], key=lambda r: r.seconds)
 
     if not args.skip_vllm and not args.shape:
-        rows += vllm_rows(recs, backend.options.model, args.dtype)
+        rows += vllm_rows(recs, backend.options.model, args.dtype, args.units.split(","))
 
     print()
     table(rows, ref, floor)
@@ -421,7 +444,20 @@ def onepass_check(backend, recs: list[dict]) -> dict:
     return {"max_abs_logprob_diff": round(worst, 5), "same_verdict": f"{same}/{total}"}
 
 
-def vllm_rows(recs: list[dict], model: str, dtype: str) -> list[Row]:
+def vllm_floor(engine, recs: list[dict]) -> Row:
+    """vLLM's own floor: one prefill of every full judge prompt (max_tokens=1), cache emptied."""
+    prompts = [Prompt.user(judge_prompt(r["question"], r["long_cot"]), enable_thinking=False) for r in recs]
+    ids = [{"prompt_token_ids": engine.renderer.encode_prompt(p)} for p in prompts]
+    sp = engine.vllm.SamplingParams(max_tokens=1, temperature=0.0)
+    engine.llm.reset_prefix_cache()
+    start = time.perf_counter()
+    engine.llm.generate(ids, sampling_params=sp, use_tqdm=False)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(x["prompt_token_ids"]) for x in ids)
+    return Row("vllm floor (one prefill of every prompt)", seconds, len(ids), 1, tokens, 0, tokens)
+
+
+def vllm_rows(recs: list[dict], model: str, dtype: str, units: list[str]) -> list[Row]:
     try:
         import vllm  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - any import failure means: not here
@@ -436,11 +472,17 @@ def vllm_rows(recs: list[dict], model: str, dtype: str) -> list[Row]:
     print(f"# vLLM engine start: {time.perf_counter() - start:.1f} s (not counted)", flush=True)
     rows = []
     try:
-        for judge in ("generate", "logprob"):
-            row, _ = run_stage(engine, recs, f"palign vllm {judge} (reference units)", unit="reference",
-                               judge=judge, max_tokens=5)
-            rows.append(row)
-            print(f"# {row.name}: {row.seconds:.2f} s", flush=True)
+        vllm_floor(engine, recs[:2])  # warm-up
+        floor = min((vllm_floor(engine, recs) for _ in range(2)), key=lambda r: r.seconds)
+        rows.append(floor)
+        print(f"# {floor.name}: {floor.seconds:.2f} s", flush=True)
+        for unit in units:
+            for judge in ("generate", "logprob"):
+                row, _ = run_stage(engine, recs, f"palign vllm {judge} ({unit} units)", unit=unit,
+                                   judge=judge, max_tokens=5)
+                row.extra["floor_seconds"] = floor.seconds  # vLLM rows: against vLLM's own floor
+                rows.append(row)
+                print(f"# {row.name}: {row.seconds:.2f} s", flush=True)
     finally:
         engine.close()
     return rows

@@ -73,6 +73,38 @@ def test_binary_search_matches_the_paper_loop_on_any_verdicts(verdicts):
     assert search.outcome().k == (best if best is not None else m)
 
 
+@settings(max_examples=200, deadline=None)
+@given(verdicts=st.lists(st.booleans(), min_size=1, max_size=200))
+def test_reach_bounds_every_later_probe(verdicts):
+    """An engine may drop its cache beyond `reach`: no later probe of the search goes there."""
+    for search in (BinarySearch(len(verdicts)), LinearSearch(len(verdicts))):
+        reaches = []
+        while not search.done:
+            reaches.append(search.reach)
+            assert all(search.next_probe() <= r for r in reaches)
+            k = search.next_probe()
+            search.feed(k, verdicts[k - 1])
+        assert search.reach == 0
+
+
+def test_scheduler_reports_each_verdict_to_after_verdict():
+    from palign_cli.stages.search import schedule
+
+    class P:
+        def __init__(self, m):
+            self.search, self.trace = BinarySearch(m), []
+
+    class Never:
+        def judge(self, probes):
+            return [{"k": k, "verdict": "NOT_ENOUGH"} for _, k in probes]
+
+    seen = []
+    problems = [P(7), P(3)]
+    done = [p for batch in schedule(problems, Never(), 2, seen.append) for p in batch]
+    assert done == problems
+    assert len(seen) == sum(len(p.trace) for p in problems) == 3 + 2
+
+
 def test_binary_search_fallback_uses_the_whole_cot_when_bounded():
     search = BinarySearch(5, total=9)  # only 5 of 9 units fit the judge's context
     probes = drive(search, lambda k: False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from palign_cli.config import ENGINE_PANEL, opt
 
@@ -79,6 +79,7 @@ class CutScores:
     logprobs: list[list[float]]
     tokens_read: int = 0
     cuts_scored: int = 0
+    probe_tokens: int = 0  # of tokens_read: the cuts' own tails and replies
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,25 @@ class Capabilities:
 
     count_tokens: bool = False  # count_tokens/count_text are exact (the engine renders prompts)
     curve_in_one_pass: bool = False  # score_cuts reads the shared text once (not per cut)
+    # open_session/score_probes/generate_probes: probes answered as short tails on a KV cache
+    # of the shared prompt head + text, read lazily and at most once
+    probe_on_cached_prefix: bool = False
+
+
+@dataclass
+class ProbeCost:
+    """What a round of cached-prefix probes cost: shared text newly read into the cache,
+    tokens of the probes' own tails (and replies), and model forwards."""
+
+    cot_tokens: int = 0
+    probe_tokens: int = 0
+    forwards: int = 0
+
+
+class PrefixSession(Protocol):
+    """An engine's handle on one head prompt + text whose KV cache it keeps between probes."""
+
+    def close(self) -> None: ...
 
 
 class Backend(ABC):
@@ -178,6 +198,29 @@ class Backend(ABC):
         prompts = [probe_prompt(head, text[:c]) for c in cuts]
         scores = self.score(prompts, candidates)
         return CutScores(scores, cuts_scored=len(cuts))
+
+    def open_session(self, head: Prompt, text: str) -> PrefixSession | None:
+        """A session for probing `head` (holding `{cut}` once) at cuts of `text`, for engines
+        whose capabilities say `probe_on_cached_prefix`; None where it cannot be shared."""
+        return None
+
+    def score_probes(
+        self, probes: Sequence[tuple[PrefixSession, int]], candidates: Sequence[str]
+    ) -> tuple[list[list[float]], ProbeCost]:
+        """Per probe (session, cut), the summed log-probability of each candidate reply:
+        what `score` gives for the probe's own prompt."""
+        raise NotImplementedError(f"{self.name} cannot probe on a cached prefix")
+
+    def generate_probes(
+        self, probes: Sequence[tuple[PrefixSession, int]], params: Sequence[SamplingParams]
+    ) -> tuple[list[Sample], ProbeCost]:
+        """One sample per probe (session, cut): what `generate` gives for its own prompt."""
+        raise NotImplementedError(f"{self.name} cannot probe on a cached prefix")
+
+    def prompt_token_counts(self) -> tuple[int, int] | None:
+        """(prompt tokens sent, of those found in the engine's prefix cache) so far, where the
+        engine tells (None elsewhere): a stage can say how much it really made the engine read."""
+        return None
 
     def context_length(self) -> int | None:
         """Tokens the model can attend to, when known."""

@@ -51,7 +51,7 @@ def _resolve_dtype(torch, name: str, device: str):
 
 class HFBackend(RenderedTokens, Backend):
     name = "hf"
-    capabilities = Capabilities(count_tokens=True, curve_in_one_pass=True)
+    capabilities = Capabilities(count_tokens=True, curve_in_one_pass=True, probe_on_cached_prefix=True)
 
     def __init__(self, options: BackendOptions):
         import torch
@@ -259,6 +259,23 @@ class HFBackend(RenderedTokens, Backend):
         except ImportError:
             return super().score_cuts(head, text, cuts, candidates)
         return score_cuts_onepass(self, head, text, cuts, candidates)
+
+    # ----- probes on a cached prefix (truncate) ---------------------------------------------
+
+    def open_session(self, head: Prompt, text: str):
+        from palign_cli.backends.hf_probe import open_session
+
+        return open_session(self, head, text)
+
+    def score_probes(self, probes, candidates):
+        from palign_cli.backends.hf_probe import score_probes
+
+        return score_probes(self, probes, candidates)
+
+    def generate_probes(self, probes, params):
+        from palign_cli.backends.hf_probe import generate_probes
+
+        return generate_probes(self, probes, params)
 
     def close(self) -> None:
         self.model = None

@@ -255,7 +255,8 @@ def _forward(backend: Any, plan: CutPlan, fitting: list[int], n_cand: int) -> Cu
             seen = max(plan.cuts[j].split for j in group)
             cache = DynamicCache(ddp_cache_data=[(k[..., :seen, :], v[..., :seen, :]) for k, v in full]) if seen else None
             read += _run_tails(backend, plan, group, seen, cache, n_cand, scores)
-    return CutScores([scores[j] for j in fitting], tokens_read=read, cuts_scored=len(fitting))
+    return CutScores([scores[j] for j in fitting], tokens_read=read, cuts_scored=len(fitting),
+                     probe_tokens=read - shared_len)
 
 
 def _run_tails(

@@ -37,7 +37,7 @@ def command(
     ] = Unit.sentence,
     judge: Annotated[
         JudgeMode,
-        typer.Option("--judge", help="generate: sample a reply, sufficient if it says [ENOUGH] (the paper's rule). logprob: P([ENOUGH]) vs [NOT_ENOUGH] at every boundary in one pass.", rich_help_panel=SEARCH_PANEL),
+        typer.Option("--judge", help="generate: sample a reply, sufficient if it says [ENOUGH] (the paper's rule). logprob: sufficient if P([ENOUGH]) vs [NOT_ENOUGH] reaches --threshold. On hf both probe a per-problem KV cache read once, only as far as the search goes.", rich_help_panel=SEARCH_PANEL),
     ] = JudgeMode.generate,
     search: Annotated[
         str,
@@ -49,7 +49,7 @@ def command(
     ] = 0.5,
     save_curve: Annotated[
         bool,
-        typer.Option("--save-curve", help="logprob: keep P(ENOUGH) for every boundary in the record's `curve`.", rich_help_panel=SEARCH_PANEL),
+        typer.Option("--save-curve", help="logprob: score every boundary (one pass per CoT) and keep P(ENOUGH) in the record's `curve`; without it only the search's probes are scored.", rich_help_panel=SEARCH_PANEL),
     ] = False,
     judge_prompt: Annotated[
         str | None,

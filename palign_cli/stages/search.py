@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -48,6 +48,12 @@ class Search:
     def done(self) -> bool:
         return self._next is None
 
+    @property
+    def reach(self) -> int:
+        """The largest k this search may still ask about (0 when done): an engine holding the
+        problem's prefix cache may drop what lies beyond it."""
+        return 0 if self.done else self.m
+
     def feed(self, k: int, enough: bool) -> None:
         raise NotImplementedError
 
@@ -72,6 +78,10 @@ class BinarySearch(Search):
 
     def _advance(self) -> None:
         self._next = (self.lo + self.hi) // 2 if self.lo <= self.hi else None
+
+    @property
+    def reach(self) -> int:
+        return 0 if self.done else self.hi
 
     def feed(self, k: int, enough: bool) -> None:
         if k != self._next:
@@ -184,7 +194,12 @@ class Judge(Protocol):
     def judge(self, probes: list[tuple[Any, int]]) -> list[dict[str, Any]]: ...
 
 
-def schedule(problems: Iterable[P], judge: Judge | None, max_active: int) -> Iterator[list[P]]:
+def schedule(
+    problems: Iterable[P],
+    judge: Judge | None,
+    max_active: int,
+    after_verdict: Callable[[P], None] | None = None,
+) -> Iterator[list[P]]:
     """Run many searches at once; yield finished problems in input order, round by round.
 
     Up to `max_active` unfinished searches are in flight; each round sends the next probe of
@@ -192,7 +207,8 @@ def schedule(problems: Iterable[P], judge: Judge | None, max_active: int) -> Ite
     finish, so engine batches stay large while memory stays bounded. Output order is input
     order: a finished problem waits for the earlier ones (at most 4 x max_active are held).
     An InputError from the input stops the refilling; the searches in flight finish and are
-    yielded, then the error is raised, so no finished work is lost.
+    yielded, then the error is raised, so no finished work is lost. `after_verdict(problem)`
+    runs after each verdict is fed (a judge releases or trims what it holds for the problem).
     """
     source = iter(problems)
     window: deque[P] = deque()
@@ -219,6 +235,8 @@ def schedule(problems: Iterable[P], judge: Judge | None, max_active: int) -> Ite
             for problem, entry in zip(waiting, entries, strict=True):
                 problem.trace.append(entry)
                 problem.search.feed(entry["k"], entry["verdict"] == "ENOUGH")
+                if after_verdict is not None:
+                    after_verdict(problem)
         finished: list[P] = []
         while window and window[0].search.done:
             finished.append(window.popleft())

@@ -1,12 +1,14 @@
 """Truncate: per problem, the shortest CoT prefix the student itself judges sufficient.
 
 The paper's loop judged one prefix of one problem at a time. Here every problem's search is a
-state machine (stages/search.py) and a scheduler keeps many in flight: with `--judge generate`
-one probe of each active search goes into every engine call. With `--judge logprob` on hf
-the engine scores every unit boundary of a CoT at once (the sufficiency curve, one forward
-pass) and the search replays its decisions on that curve, the same decisions it would take
-probing one prefix at a time; engines without such a pass (vLLM, openai) are asked only the
-probes the search needs, batched like generate, unless --save-curve wants every boundary.
+state machine (stages/search.py) and a scheduler keeps many in flight: one probe of each
+active search goes into every engine call (a round). Engines that can probe on a cached
+prefix (hf) keep each problem's judge prompt head + CoT in a KV cache, read lazily and at
+most once, and answer a probe as a short tail on it, for both judges; the decisions are those
+of probing each prefix on its own prompt. With `--save-curve` the logprob judge scores every
+unit boundary (the sufficiency curve, one pass per CoT) and the search replays its decisions
+on it. Other engines (vLLM, openai) are sent each probe's whole prompt; vLLM's prefix cache
+shares what probes of one CoT have in common.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from palign_cli.backends.base import CUT, Backend, Prompt, SamplingParams
+from palign_cli.backends.base import CUT, Backend, ProbeCost, Prompt, SamplingParams
 from palign_cli.config import Fingerprinted, Sampling
 from palign_cli.errors import UsageError
 from palign_cli.prompts import ENOUGH, JUDGE_PROMPT, NOT_ENOUGH, fill
@@ -84,17 +86,43 @@ class Problem:
     fit: int
     trace: list[dict[str, Any]] = field(default_factory=list)
     curve: list[float] | None = None
+    session: Any = None  # the engine's cached prefix of this problem's probes, if any
 
 
 @dataclass
 class TruncateStats:
+    """Counts for the summary line and the benchmark.
+
+    `cot_tokens`: judge-prompt tokens (head + CoT) the engine was given to read: once per
+    problem and only as far as the search went on a cached prefix, every probe's whole prompt
+    otherwise (an engine's own prefix cache may save part of that). `floor_tokens`: one read
+    of every full judge prompt, the least a judge that sees whole CoTs can read.
+    `probe_tokens`: the probes' own tails, replies and decode steps on a cached prefix.
+    `cache_hits`: of `cot_tokens`, those the engine's own prefix cache held; where the engine
+    counts (vLLM), `cot_tokens` is its count of prompt tokens sent, scoring requests included.
+    """
+
     problems: int = 0
     ratio_sum: float = 0.0
     sufficient: int = 0
     judge_calls: int = 0
     backend_calls: int = 0
-    tokens_read: int = 0
+    forwards: int = 0
+    cot_tokens: int = 0
+    probe_tokens: int = 0
+    floor_tokens: int = 0
+    cache_hits: int = 0
     bounded: int = 0
+
+    @property
+    def tokens_read(self) -> int:
+        """Tokens the engine computed: judge prompts (less its prefix-cache hits) and probes."""
+        return self.cot_tokens - self.cache_hits + self.probe_tokens
+
+    def add(self, cost: ProbeCost) -> None:
+        self.cot_tokens += cost.cot_tokens
+        self.probe_tokens += cost.probe_tokens
+        self.forwards += cost.forwards
 
     @property
     def mean_ratio(self) -> float:
@@ -157,6 +185,12 @@ class ContextBound:
         # +1: an engine that scores by prompt logprobs still wants one token of room.
         return max(backend.count_text(c) or 0 for c in (ENOUGH, NOT_ENOUGH)) + 1
 
+    def tokens(self, question: str, units: Units, k: int) -> int:
+        """Tokens of the judge prompt holding k units (0 where the engine cannot count)."""
+        if self.count is None:
+            return 0
+        return self.count(judge_prompt_for(question, units.prefix(k), self.cfg))
+
     def fit(self, question: str, units: Units) -> int:
         if self.count is None or self.max_len is None:
             return len(units)
@@ -178,8 +212,11 @@ class ProbeJudge:
         self.backend, self.cfg, self.stats = backend, cfg, stats
         self.count = token_counter(backend)
 
-    def prepare(self, question: str, units: Units, fit: int) -> None:
+    def prepare(self, problem: Problem) -> None:
         """Nothing to do up front: each probe is judged when the search asks for it."""
+
+    def settle(self, problem: Problem) -> None:
+        """Nothing held per problem."""
 
     def judge(self, probes: list[tuple[Problem, int]]) -> list[dict[str, Any]]:
         prompts = [judge_prompt_for(p.question, p.units.prefix(k), self.cfg) for p, k in probes]
@@ -187,7 +224,7 @@ class ProbeJudge:
         self.stats.backend_calls += 1
         self.stats.judge_calls += len(probes)
         if self.count is not None:
-            self.stats.tokens_read += sum(self.count(prompt) for prompt in prompts)
+            self.stats.cot_tokens += sum(self.count(prompt) for prompt in prompts)
         return entries
 
     def _entries(self, probes: list[tuple[Problem, int]], prompts: list[Prompt]) -> list[dict[str, Any]]:
@@ -200,11 +237,11 @@ class GenerateJudge(ProbeJudge):
     def _entries(self, probes, prompts):
         params = [self.cfg.request(p.record.id, k) for p, k in probes]
         results = self.backend.generate(prompts, params)
-        entries = []
-        for (_, k), samples in zip(probes, results, strict=True):
-            reply = samples[0].text
-            entries.append({"k": k, "verdict": "ENOUGH" if is_enough(reply) else "NOT_ENOUGH", "reply": reply})
-        return entries
+        return [_reply_entry(k, samples[0].text) for (_, k), samples in zip(probes, results, strict=True)]
+
+
+def _reply_entry(k: int, reply: str) -> dict[str, Any]:
+    return {"k": k, "verdict": "ENOUGH" if is_enough(reply) else "NOT_ENOUGH", "reply": reply}
 
 
 class ScoreJudge(ProbeJudge):
@@ -230,6 +267,64 @@ def p_enough(logprob_enough: float, logprob_not: float) -> float:
     return 1.0 / (1.0 + math.exp(max(min(logprob_not - logprob_enough, 700.0), -700.0)))
 
 
+class PrefixJudge:
+    """Probes as short tails on each problem's cached prefix, for engines that can (hf).
+
+    A problem's session is opened when it is admitted (nothing is read yet); each round, the
+    engine extends the caches only as far as this round's probes reach and answers all the
+    probes in batched forwards. A problem whose prompt cannot share a prefix (the question
+    holds the placeholder text) is judged by the plain judge instead.
+    """
+
+    def __init__(self, backend: Backend, cfg: TruncateConfig, stats: TruncateStats):
+        self.backend, self.cfg, self.stats = backend, cfg, stats
+        plain = GenerateJudge if cfg.judge == "generate" else ScoreJudge
+        self.plain = plain(backend, cfg, stats)
+
+    def prepare(self, problem: Problem) -> None:
+        head = judge_prompt_for(problem.question, CUT, self.cfg)
+        if problem.fit and head.messages[0][1].count(CUT) == 1:
+            problem.session = self.backend.open_session(head, problem.units.text)
+
+    def settle(self, problem: Problem) -> None:
+        """Release a finished problem's cache; trim it to what the search may still ask."""
+        if problem.session is None:
+            return
+        if problem.search.done:
+            problem.session.close()
+            problem.session = None
+        elif problem.search.reach < problem.search.m:
+            problem.session.trim_to_cut(problem.units.end(problem.search.reach))
+
+    def judge(self, probes: list[tuple[Problem, int]]) -> list[dict[str, Any]]:
+        cached = [i for i, (p, _) in enumerate(probes) if p.session is not None]
+        entries: list[dict[str, Any]] = [{} for _ in probes]
+        plain = [i for i in range(len(probes)) if probes[i][0].session is None]
+        if plain:
+            for i, entry in zip(plain, self.plain.judge([probes[i] for i in plain]), strict=True):
+                entries[i] = entry
+        if cached:
+            for i, entry in zip(cached, self._cached([probes[i] for i in cached]), strict=True):
+                entries[i] = entry
+        return entries
+
+    def _cached(self, probes: list[tuple[Problem, int]]) -> list[dict[str, Any]]:
+        for p, _ in probes:  # how far the engine may read ahead for this search
+            p.session.reach = p.units.end(p.search.reach)
+        pairs = [(p.session, p.units.end(k)) for p, k in probes]
+        if self.cfg.judge == "logprob":
+            scores, cost = self.backend.score_probes(pairs, [ENOUGH, NOT_ENOUGH])
+            entries = [_logprob_entry(k, p_enough(*lp), self.cfg) for (_, k), lp in zip(probes, scores, strict=True)]
+        else:
+            params = [self.cfg.request(p.record.id, k) for p, k in probes]
+            samples, cost = self.backend.generate_probes(pairs, params)
+            entries = [_reply_entry(k, sample.text) for (_, k), sample in zip(probes, samples, strict=True)]
+        self.stats.add(cost)
+        self.stats.backend_calls += 1
+        self.stats.judge_calls += len(probes)
+        return entries
+
+
 class CurveJudge:
     """Scores [ENOUGH] vs [NOT_ENOUGH] at every unit boundary of a CoT at once, then answers
     the search's probes from that curve (decisions identical to probing one at a time)."""
@@ -237,9 +332,14 @@ class CurveJudge:
     def __init__(self, backend: Backend, cfg: TruncateConfig, stats: TruncateStats):
         self.backend, self.cfg, self.stats = backend, cfg, stats
 
-    def prepare(self, question: str, units: Units, fit: int) -> list[float]:
+    def prepare(self, problem: Problem) -> None:
         """Score the whole curve when a problem is admitted (the engine may bound it further)."""
-        return self.curve(question, units, fit)
+        problem.curve = self.curve(problem.question, problem.units, problem.fit)
+        problem.fit = len(problem.curve)
+        problem.search = self.cfg.strategy.make(problem.fit, len(problem.units))
+
+    def settle(self, problem: Problem) -> None:
+        """Nothing held per problem."""
 
     def judge(self, probes: list[tuple[Problem, int]]) -> list[dict[str, Any]]:
         entries = []
@@ -259,7 +359,8 @@ class CurveJudge:
         if head.messages[0][1].count(CUT) == 1:
             scored = self.backend.score_cuts(head, units.text, cuts, candidates)
             logprobs, n = scored.logprobs, min(scored.cuts_scored, len(cuts))
-            self.stats.tokens_read += scored.tokens_read
+            self.stats.cot_tokens += scored.tokens_read - scored.probe_tokens
+            self.stats.probe_tokens += scored.probe_tokens
         else:  # the question itself contains "{cut}": build every probe explicitly
             prompts = [judge_prompt_for(question, units.text[:c], self.cfg) for c in cuts]
             logprobs, n = self.backend.score(prompts, candidates), len(cuts)
@@ -270,36 +371,42 @@ class CurveJudge:
 # ----- the stage ------------------------------------------------------------------------
 
 
-def reads_curve_in_one_pass(backend: Backend) -> bool:
-    """Whether the engine's score_cuts reads the shared text once (hf) rather than per cut."""
-    return backend.capabilities.curve_in_one_pass
+Judge = GenerateJudge | ScoreJudge | PrefixJudge | CurveJudge
 
 
-def make_judge(backend: Backend | None, cfg: TruncateConfig, stats: TruncateStats):
-    """generate: probes; logprob: the whole curve where it is cheap (or asked for), else probes."""
+def make_judge(backend: Backend | None, cfg: TruncateConfig, stats: TruncateStats) -> Judge | None:
+    """--save-curve: every boundary scored (the curve). Otherwise only the probes the search
+    asks: on a cached prefix where the engine can (hf), else each probe's whole prompt."""
     if not cfg.strategy.needs_judge:
         return None
     if backend is None:
         raise UsageError(f"--search {cfg.search} needs a judge model")
+    caps = backend.capabilities
+    if cfg.save_curve:
+        return CurveJudge(backend, cfg, stats)
+    if caps.probe_on_cached_prefix:
+        return PrefixJudge(backend, cfg, stats)
     if cfg.judge == "generate":
         return GenerateJudge(backend, cfg, stats)
-    if cfg.save_curve or reads_curve_in_one_pass(backend):
-        return CurveJudge(backend, cfg, stats)
-    return ScoreJudge(backend, cfg, stats)
+    return CurveJudge(backend, cfg, stats) if caps.curve_in_one_pass else ScoreJudge(backend, cfg, stats)
 
 
-def problems(io: StageIO, cfg: TruncateConfig, bound: ContextBound, judge) -> Iterator[Problem]:
+def problems(
+    io: StageIO, cfg: TruncateConfig, bound: ContextBound, judge: Judge | None, stats: TruncateStats
+) -> Iterator[Problem]:
     """Pending records as problems: units split, context bound found, search started."""
     strategy = cfg.strategy
     for rec in io.pending():
         question, cot = rec.fields["question"], rec.fields["cot"]  # strings: records.py checked
         units = split_units(cot, cfg.unit)
-        fit, curve = len(units), None
+        fit = len(units)
         if judge is not None:
             fit = bound.fit(question, units)
-            curve = judge.prepare(question, units, fit)
-            fit = fit if curve is None else len(curve)
-        yield Problem(rec, question, units, strategy.make(fit, len(units)), fit, curve=curve)
+            stats.floor_tokens += bound.tokens(question, units, fit)
+        problem = Problem(rec, question, units, strategy.make(fit, len(units)), fit)
+        if judge is not None:
+            judge.prepare(problem)
+        yield problem
 
 
 def finish(problem: Problem, cfg: TruncateConfig) -> dict[str, Any]:
@@ -343,9 +450,11 @@ def run_truncate(
     bound = ContextBound(backend, cfg)
     start = time.perf_counter()
     # The curve judge scores a whole problem when it is admitted, so a wide window would only
-    # delay writing (and lose more to a crash); one probe per engine call pays for generate.
+    # delay writing (and lose more to a crash); the other judges batch a probe per problem.
     window = 1 if isinstance(judge, CurveJudge) else max_active
-    for finished in schedule(problems(io, cfg, bound, judge), judge, window):
+    settle = judge.settle if judge is not None else None
+    counts = backend.prompt_token_counts() if backend is not None else None
+    for finished in schedule(problems(io, cfg, bound, judge, stats), judge, window, settle):
         records = [finish(p, cfg) for p in finished]
         io.write(records)
         for r in records:
@@ -355,14 +464,28 @@ def run_truncate(
             stats.bounded += "units_fit" in r
         rate = stats.judge_calls / max(time.perf_counter() - start, 1e-9)
         reporter.advance(len(records), rate=f"{rate:.1f} probes/s")
+    if counts is not None:  # the engine's own count: every request it was sent, and its cache hits
+        sent, cached = backend.prompt_token_counts() or counts
+        stats.cot_tokens, stats.cache_hits = sent - counts[0], cached - counts[1]
     return stats
 
 
+def reading(stats: TruncateStats) -> str:
+    """Tokens read, against the floor's (one read of every full judge prompt)."""
+    if not stats.tokens_read:
+        return "tokens read not reported by the engine"
+    read = stats.cot_tokens - stats.cache_hits
+    against = f" ({read / stats.floor_tokens:.2f}x the floor's {stats.floor_tokens})" if stats.floor_tokens else ""
+    hits = f", {stats.cache_hits} more found in the engine's prefix cache" if stats.cache_hits else ""
+    probe = f" + {stats.probe_tokens} probe tokens" if stats.probe_tokens else ""
+    return f"{stats.tokens_read} tokens read: {read} of judge prompts{against}{hits}{probe}"
+
+
 def summary(stats: TruncateStats, io: StageIO) -> str:
-    tokens = f"{stats.tokens_read} tokens read" if stats.tokens_read else "tokens read not reported by the engine"
+    forwards = f", {stats.forwards} forwards" if stats.forwards else ""
     return (
         f"truncate: {stats.problems} problems, mean ratio {stats.mean_ratio:.3f}, "
         f"{stats.share_sufficient:.0%} sufficient, {stats.judge_calls} judge calls in "
-        f"{stats.backend_calls} engine calls, {tokens}; {stats.bounded} bounded by the context, "
+        f"{stats.backend_calls} engine calls{forwards}, {reading(stats)}; {stats.bounded} bounded by the context, "
         f"{io.skipped} already done, {io.rejected} rejected"
     )
