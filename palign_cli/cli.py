@@ -25,8 +25,9 @@ app = typer.Typer(
 )
 
 
-# Exits and usage errors Typer (and click under it) handle themselves.
-PASS_THROUGH: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, typer.TyperException)
+# Exits and usage errors Typer (and the click under it, its own or vendored) handles itself.
+PASS_THROUGH: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, *(
+    (typer.TyperException,) if hasattr(typer, "TyperException") else ()))
 try:
     import click as _click
 

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -148,7 +148,3 @@ def engine_groups() -> dict[str, Group]:
     from palign_cli.backends.base import BackendOptions
 
     return {"engine": Group(EngineChoice()), "engine_options": Group(BackendOptions(model=""))}
-
-
-def sampling_group(defaults: Any, only: Sequence[str] | None = None) -> Group:
-    return Group(defaults, only=tuple(only) if only else None)

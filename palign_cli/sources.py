@@ -60,8 +60,7 @@ def iter_hf(spec: str) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             ds = datasets.load_dataset(name, config, split=split or "train", streaming=True)
         except Exception as exc:  # offline, unknown name, bad config: all one message
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UsageError(f"-i {spec}: cannot load dataset {name!r}: {first}") from None
+            raise UsageError(f"-i {spec}: cannot load dataset {name!r}: {_first_line(exc)}") from None
     i = 0
     try:
         for i, row in enumerate(ds, 1):

@@ -295,12 +295,24 @@ def _loads_lenient(raw: bytes) -> Any:
         return json.loads(raw)
 
 
-def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def batched(items: Iterable[Any], size: int, weight: Callable[[Any], int] | None = None) -> Iterator[list[Any]]:
+    """Items in batches of `size` (counted by `weight`, default one per item).
+
+    When reading stops on a bad record (InputError), the items read before it are still
+    yielded, so they are processed and written before the error ends the run.
+    """
     batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
+    total = 0
+    try:
+        for item in items:
+            batch.append(item)
+            total += weight(item) if weight else 1
+            if total >= size:
+                yield batch
+                batch, total = [], 0
+    except InputError:
+        if batch:
             yield batch
-            batch = []
+        raise
     if batch:
         yield batch

@@ -16,6 +16,7 @@ from palign_cli.records.reading import (
     OnInvalid,
     Record,
     Shard,
+    batched,
     count_lines,
     display_name,
     dumps,
@@ -222,24 +223,9 @@ class StageIO:
                 yield rec
 
     def batches(self, size: int) -> Iterator[list[Record]]:
-        """Pending records in batches of `size`.
-
-        When a bad record stops the run, the good records read before it are still yielded
-        (and so processed and written) before the error is raised.
-        """
-        batch: list[Record] = []
-        try:
-            for rec in self.pending():
-                batch.append(rec)
-                if len(batch) >= size:
-                    yield batch
-                    batch = []
-        except InputError:
-            if batch:
-                yield batch
-            raise
-        if batch:
-            yield batch
+        """Pending records in batches of `size`; a bad record stops the run only after the
+        good records read before it are yielded (see `batched`)."""
+        return batched(self.pending(), size)
 
     def write(self, records: Iterable[Mapping[str, Any]]) -> None:
         self.sink.write(records)

@@ -34,6 +34,7 @@ from palign_cli.records import (
     STDIO,
     Record,
     StageIO,
+    batched,
     check_role,
     count_lines,
     display_name,
@@ -278,26 +279,15 @@ def _batches(io: StageIO, batch_size: int) -> Iterator[list[_Item]]:
     A bad record is set aside under --skip-invalid; otherwise the records read before it are
     still graded and written before the error stops the run.
     """
-    batch: list[_Item] = []
-    samples = 0
-    try:
-        for rec in io.pending():
-            try:
-                item = prepare(rec)
-            except InputError as err:
-                io.reject_or_raise(err, rec)
-                continue
-            batch.append(item)
-            samples += len(item.texts)
-            if samples >= batch_size:
-                yield batch
-                batch, samples = [], 0
-    except InputError:
-        if batch:
-            yield batch
-        raise
-    if batch:
-        yield batch
+    return batched(_checked(io), batch_size, weight=lambda item: len(item.texts))
+
+
+def _checked(io: StageIO) -> Iterator[_Item]:
+    for rec in io.pending():
+        try:
+            yield prepare(rec)
+        except InputError as err:
+            io.reject_or_raise(err, rec)
 
 
 def summarize(output: str, cfg: EvalConfig, sources: Sequence[str]) -> dict[str, FileSummary]:
